@@ -1,0 +1,1 @@
+"""Synthetic datasets in the exact layouts of the real ones, for tests and the demo."""
