@@ -64,15 +64,22 @@ def _decode_one(args: tuple[Decoder, Path, int]) -> tuple[np.ndarray | None, tup
     decode, path, size = args
     try:
         img = decode(path)
-    except Exception as err:  # noqa: BLE001 - reported per file, the caller decides strictness
+    except Exception as err:
         return None, (0, 0), str(err) if str(path) in str(err) else f"{path}: {err}"
     if img.ndim != 2:
         return None, (0, 0), f"{path}: decoder returned shape {img.shape}, expected (H, W)"
     return resize_square(to_uint8(img), size), (int(img.shape[0]), int(img.shape[1])), None
 
 
+def _decoder_name(decode: Decoder) -> str:
+    """Stable name of a decoder, functools.partial included (its bound arguments change the pixels)."""
+    func = getattr(decode, "func", decode)
+    bound = f"{getattr(decode, 'args', ())}{sorted(getattr(decode, 'keywords', {}).items())}"
+    return f"{func.__module__}.{func.__qualname__}{bound}"
+
+
 def _key(paths: Sequence[Path], size: int, decode: Decoder, extra: str) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{decode.__module__}.{decode.__qualname__}|{extra}".encode())
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{_decoder_name(decode)}|{extra}".encode())
     for p in paths:
         st = Path(p).stat() if Path(p).exists() else None
         h.update(f"{Path(p).resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
