@@ -50,6 +50,8 @@ class RadiographTransform:
             out = self.compose(image=image, bboxes=boxes, box_ids=np.arange(len(boxes)))
             image = out["image"]
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        if not image.flags.writeable:  # a row of the read-only cache map: torch wants writable memory
+            image = image.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).float()
         tensor = (tensor / 255.0 - self.mean) / self.std
         return tensor, boxes
