@@ -1,0 +1,43 @@
+# cxr: every command a user needs. `make install` is idempotent: it reinstalls only when
+# pyproject.toml or constraints.txt changed since the last install into .venv.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cxr-installed
+PYTHON ?= python3
+
+# No run-time downloads: no hub weights, no albumentations update check.
+export HF_HUB_OFFLINE := 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install test test-fast lint format demo models clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip setuptools wheel
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check cxr tests
+
+format: install
+	$(VENV)/bin/ruff format cxr tests
+
+demo: install
+	$(PY) -m cxr.demo
+
+models: install
+	$(VENV)/bin/cxr-models
+
+clean:
+	rm -rf logs outputs multirun .pytest_cache .ruff_cache

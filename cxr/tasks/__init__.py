@@ -1,0 +1,1 @@
+"""LightningModules that receive a model and own its loss, metrics and optimisers."""

@@ -1,0 +1,171 @@
+"""ClassificationTask: trains any classifier from ``cxr.models`` on NORMAL/PNEUMONIA (or 3-class) labels.
+
+The model's logits are (B, 1) for binary work (sigmoid, BCE as in Go & Bissaliyeva) or (B, C) for
+the 3-class labels (softmax; class 0 is normal, every other class is pneumonia). Metrics per stage:
+
+- ``{stage}/precision``, ``recall``, ``f1``, ``specificity``, ``accuracy``, ``auroc``: pneumonia as
+  the positive class (probability of pneumonia = 1 − p(normal)), at ``threshold``;
+- ``{stage}/precision_macro``, ``recall_macro``: unweighted mean over classes ("mean per class"),
+  as the paper reports them;
+- ``{stage}/loss``; the confusion matrix of the last val/test epoch in ``self.confusion[stage]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+    BinarySpecificity,
+    MulticlassConfusionMatrix,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from cxr.tasks.losses import ClassificationLoss
+
+
+def _stage_metrics(num_labels: int, threshold: float) -> tuple[MetricCollection, MetricCollection]:
+    return MetricCollection({
+        "precision": BinaryPrecision(threshold=threshold),
+        "recall": BinaryRecall(threshold=threshold),
+        "f1": BinaryF1Score(threshold=threshold),
+        "specificity": BinarySpecificity(threshold=threshold),
+        "accuracy": BinaryAccuracy(threshold=threshold),
+        "auroc": BinaryAUROC(),
+    }), MetricCollection({
+        "precision_macro": MulticlassPrecision(num_labels, average="macro"),
+        "recall_macro": MulticlassRecall(num_labels, average="macro"),
+        "confusion": MulticlassConfusionMatrix(num_labels),
+    })
+
+
+class ClassificationTask(pl.LightningModule):
+    """Owns loss, metrics and optimiser for an image classifier.
+
+    Args:
+        model: ``nn.Module`` mapping float32 (B, C, H, W) to logits (B, num_classes); must expose
+            ``num_classes`` (1 = binary).
+        optimizer: optimiser factory ``params -> Optimizer`` (Hydra ``_partial_: true``).
+        scheduler: optional factory ``optimizer -> LRScheduler``; ReduceLROnPlateau watches ``monitor``.
+        loss: ``"bce"``, ``"ce"`` or ``"focal"`` (see :class:`~cxr.tasks.losses.ClassificationLoss`).
+        class_weighted: weight the loss by the datamodule's inverse-frequency ``class_weights``.
+        focal_gamma: focal loss focusing parameter.
+        threshold: decision threshold on the pneumonia probability.
+        monitor, monitor_mode: the metric that checkpoints and schedulers follow.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., object] | None = None,
+        loss: str = "bce",
+        class_weighted: bool = False,
+        focal_gamma: float = 2.0,
+        threshold: float = 0.5,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__()
+        # Factories stay out of the checkpoint: it must load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.num_classes = int(model.num_classes)
+        self.num_labels = max(self.num_classes, 2)
+        self.criterion = ClassificationLoss(loss, self.num_classes, focal_gamma=focal_gamma)
+        self.metrics = nn.ModuleDict()
+        for stage in ("val", "test"):
+            binary, multi = _stage_metrics(self.num_labels, threshold)
+            self.metrics[f"{stage}_binary"], self.metrics[f"{stage}_multi"] = binary, multi
+        self.train_accuracy = BinaryAccuracy(threshold=threshold)
+        self.confusion: dict[str, list[list[int]]] = {}
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.class_weighted and self.criterion.class_weights is None:
+            dm = getattr(self.trainer, "datamodule", None)
+            weights = getattr(dm, "class_weights", None)
+            if weights is None:
+                raise ValueError("class_weighted=true needs a datamodule with a class_weights property")
+            self.criterion.class_weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def probabilities(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (pneumonia probability (B,), class probabilities (B, max(C, 2)))."""
+        if self.num_classes == 1:
+            p = torch.sigmoid(logits.reshape(-1))
+            return p, torch.stack([1 - p, p], dim=1)
+        probs = logits.softmax(dim=1)
+        return 1 - probs[:, 0], probs
+
+    def _binary_target(self, labels: torch.Tensor) -> torch.Tensor:
+        return (labels > 0).long()
+
+    def _predicted_class(self, p_pneumonia: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        if self.num_classes == 1:
+            return (p_pneumonia >= self.hparams.threshold).long()
+        return probs.argmax(dim=1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self.model(batch["image"])
+        loss = self.criterion(logits, batch["label"])
+        p, _ = self.probabilities(logits.detach())
+        self.train_accuracy(p, self._binary_target(batch["label"]))
+        bs = len(batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("train/accuracy", self.train_accuracy, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        logits = self.model(batch["image"])
+        labels = batch["label"]
+        loss = self.criterion(logits, labels)
+        p, probs = self.probabilities(logits)
+        self.metrics[f"{stage}_binary"].update(p, self._binary_target(labels))
+        self.metrics[f"{stage}_multi"].update(self._predicted_class(p, probs), labels.long())
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(labels))
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        binary, multi = self.metrics[f"{stage}_binary"], self.metrics[f"{stage}_multi"]
+        values = {f"{stage}/{k}": v for k, v in binary.compute().items()}
+        out = multi.compute()
+        self.confusion[stage] = out.pop("confusion").int().tolist()
+        values.update({f"{stage}/{k}": v for k, v in out.items()})
+        self.log_dict(values)
+        binary.reset()
+        multi.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        p, probs = self.probabilities(self.model(batch["image"]))
+        return {"index": batch["index"], "probability": p, "class_probabilities": probs}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"}}
