@@ -1,0 +1,121 @@
+"""Building blocks shared by :class:`~cxr.models.PlainCNN` and :class:`~cxr.models.DepthwiseCNN`.
+
+Both networks are the same skeleton (Go & Bissaliyeva's Keras "standard CNN"): a stack of stages,
+each a 3x3 conv block with one 2x2 max-pool, followed by a dense head. They differ only in the
+stages, so the skeleton lives here as :class:`ConvPoolClassifier` and each model file builds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class ConvBNReLU(nn.Sequential):
+    """Standard 3x3 convolution (stride 1, "same" padding), optional BatchNorm, ReLU.
+
+    Maps float32 (B, in_chs, H, W) -> (B, out_chs, H, W). Without BN the conv carries a bias
+    (Keras ``Conv2D`` default); with BN the bias is redundant and dropped.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, batch_norm: bool = True) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(in_chs, out_chs, 3, padding=1, bias=not batch_norm)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_chs))
+        layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class DepthwiseSeparableConv(nn.Sequential):
+    """MobileNet-v1 separable convolution: depthwise 3x3 -> BN -> ReLU [-> 2x2 max-pool] -> pointwise 1x1 -> BN -> ReLU.
+
+    Maps float32 (B, in_chs, H, W) -> (B, out_chs, H, W), or (B, out_chs, H // 2, W // 2) with
+    ``pool=True``. The depthwise half sees 3x3 neighbourhoods per channel, the pointwise half mixes
+    channels per pixel, so a standard 3x3 conv costing ``9*in_chs*out_chs`` multiply-adds per pixel
+    becomes ``9*in_chs + in_chs*out_chs``. Like MobileNet, which downsamples with a stride-2
+    depthwise conv, a pooling block reduces resolution between the two halves so the pointwise conv
+    (the bulk of the work) runs on the pooled map and no ``out_chs``-wide tensor is ever built at
+    full resolution.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, pool: bool = False) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_chs, in_chs, 3, padding=1, groups=in_chs, bias=False),
+            nn.BatchNorm2d(in_chs),
+            nn.ReLU(inplace=True),
+        ]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.Conv2d(in_chs, out_chs, 1, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class ConvPoolClassifier(nn.Module):
+    """``stages`` (each halves H and W), then average pool -> flatten -> dense -> ReLU -> dropout -> fc.
+
+    The adaptive average pool to a ``pool_size`` x ``pool_size`` grid is what lets any input size
+    work: ``pool_size=1`` is global average pooling; with five stages at 200 px the last map is
+    6x6, so ``pool_size=6`` equals the paper's Keras ``Flatten`` exactly at that size.
+
+    Input float32 (B, in_chans, H, W), H and W >= 2**len(stages) (32 for five stages).
+    Output logits float32 (B, num_classes). timm vocabulary: ``num_features`` (channels of the
+    ``forward_features`` map), ``head_hidden_size`` (= ``hidden``, what ``forward_head(x,
+    pre_logits=True)`` returns), ``forward_features``, ``forward_head``.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[nn.Module],
+        num_features: int,
+        num_classes: int,
+        hidden: int,
+        pool_size: int,
+        drop_rate: float,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 (1 = one logit for BCE), got {num_classes}")
+        if hidden < 1 or pool_size < 1:
+            raise ValueError(f"hidden and pool_size must be >= 1, got hidden={hidden}, pool_size={pool_size}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        self.num_classes = num_classes
+        self.num_features = num_features
+        self.head_hidden_size = hidden
+        self.min_size = 2 ** len(stages)
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(pool_size), nn.Flatten(1))
+        self.pre_logits = nn.Sequential(
+            nn.Linear(num_features * pool_size * pool_size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(drop_rate),
+        )
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> feature map (B, num_features, H / 2**n, W / 2**n) (floor division)."""
+        if x.ndim != 4 or min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"{type(self).__name__} expects (B, C, H, W) with H, W >= {self.min_size}, got {tuple(x.shape)}"
+            )
+        return self.stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> logits (B, num_classes), or the dense activations (B, hidden) if ``pre_logits``."""
+        x = self.pre_logits(self.pool(x))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def check_widths(widths: Sequence[int], in_chans: int) -> tuple[int, ...]:
+    """Validate the shared ``widths`` / ``in_chans`` arguments; returns widths as a tuple of ints."""
+    widths = tuple(int(w) for w in widths)
+    if not widths or min(widths) < 1:
+        raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths}")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    return widths

@@ -1,0 +1,83 @@
+"""Parameter and FLOP counts of the registered models; the ``cxr-models`` console command.
+
+FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` reports: 2 per multiply-add of the
+convolutions, matmuls and linear layers (so FLOPs = 2 x MACs; e.g. a 3x3 conv from 1 to 256
+channels on a 200x200 map is 2 * 200*200 * 256 * 9 = 184.3 MFLOPs). Element-wise work (BN, ReLU,
+pooling) is not counted. Models are built on the ``meta`` device, so profiling allocates no memory
+and runs no arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cxr.models import MODELS, create_model
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers such as BN running stats excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int] = (1, 1, 200, 200)) -> int:
+    """FLOPs (2 x MACs) of one eval-mode forward pass on a float32 input of ``input_shape``.
+
+    The input is created on the device of the model's first parameter (CPU if it has none); the
+    model's training mode is restored afterwards.
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(tuple(input_shape), dtype=torch.float32, device=device))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def profile_table(names: Sequence[str], image_size: int = 200, in_chans: int = 1) -> list[dict]:
+    """One row per model with its default arguments: ``{"model", "params", "gflops"}`` (GFLOPs per image)."""
+    rows = []
+    for name in names:
+        with torch.device("meta"):
+            model = create_model(name, in_chans=in_chans)
+        flops = count_flops(model, (1, in_chans, image_size, image_size))
+        rows.append({"model": name, "params": count_params(model), "gflops": flops / 1e9})
+    return rows
+
+
+def format_markdown(rows: Sequence[dict], image_size: int) -> str:
+    lines = [f"| model | params | GFLOPs / image ({image_size} px) |", "|---|---:|---:|"]
+    lines += [f"| {r['model']} | {r['params']:,} | {r['gflops']:.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="cxr-models",
+        description="Print parameters and GFLOPs per image of cxr models as a Markdown table.",
+    )
+    parser.add_argument("--image-size", type=int, default=200)
+    parser.add_argument("--in-chans", type=int, default=1)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["plain_cnn", "depthwise_cnn", "mobilenet"],
+        choices=sorted(MODELS),
+        metavar="NAME",
+        help=f"any of {sorted(MODELS)}",
+    )
+    args = parser.parse_args(argv)
+    rows = profile_table(args.models, image_size=args.image_size, in_chans=args.in_chans)
+    print(format_markdown(rows, args.image_size))
+
+
+if __name__ == "__main__":
+    main()
