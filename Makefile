@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-fast lint format demo models clean
+.PHONY: install test test-fast lint format demo models augment-grids clean
 
 install: $(STAMP)
 
@@ -38,6 +38,15 @@ demo: install
 
 models: install
 	$(VENV)/bin/cxr-models
+
+# README's augmentation pictures, from a synthetic RSNA set (no dataset needed).
+GRID_DATA := logs/synthetic/rsna
+augment-grids: install
+	@test -f $(GRID_DATA)/stage_2_train_labels.csv || $(VENV)/bin/cxr-synth rsna $(GRID_DATA) --n 40 --seed 0 --size 512
+	for set in none paper_da light heavy heavy_norot heavy_customrot; do \
+	  $(VENV)/bin/cxr-augment-grid augment=$$set datamodule=rsna datamodule.data_dir=$(GRID_DATA) \
+	    datamodule.image_size=256 datamodule.num_workers=0 rows=3 cols=4 out=experiments/figures/augment_$$set.png || exit 1; \
+	done
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache
