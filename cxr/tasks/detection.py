@@ -1,0 +1,230 @@
+"""DetectionTask: trains :class:`cxr.models.retinanet.RetinaNet` on lung-opacity boxes.
+
+Batches follow the shared detection contract: ``{"image": float32 (B, 1, S, S), "boxes": B float32
+(N_i, 4) x1y1x2y2 in input pixels, "cls": int64 (B,) in {0 Normal, 1 No Lung Opacity / Not Normal,
+2 Lung Opacity} (-1 = unlabelled: left out of the global loss and metrics), "orig_size": int64 (B, 2)
+(H, W), "patient_id": list[str], "index": int64 (B,)}``.
+
+Loss: ``box_cls_weight`` · focal box classification + ``box_reg_weight`` · box regression +
+``global_cls_weight`` · cross-entropy of the global head vs ``cls`` (0.1 in Gabruseva et al.'s code).
+
+Metrics per stage (``val``/``test``):
+
+- ``rsna_map``: the challenge score (:class:`cxr.metrics.RSNAMeanAP`) of the detections with score
+  ≥ t. The score punishes every false positive, so t matters: on ``val`` it is computed for every t
+  in ``score_thresholds`` and the best is logged with its t as ``val/rsna_score_thresh``. This tunes t
+  on the validation set, as the paper did, so ``val/rsna_map`` is optimistic. The chosen t is kept
+  in the buffer ``score_thresh`` (saved in checkpoints); ``test/rsna_map`` uses it, and
+  ``test/rsna_map_oracle`` reports the best t on test for reference.
+- ``map``, ``map_50``, ``map_75``: COCO box AP (torchmetrics ``MeanAveragePrecision``) over all
+  detections the model returns.
+- ``cls_precision``, ``cls_recall``, ``cls_auroc``: macro averages over the global head's classes.
+- ``loss``, ``loss_box_cls``, ``loss_box_reg``, ``loss_global`` (also under ``train/``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAUROC, MulticlassPrecision, MulticlassRecall
+from torchmetrics.detection import MeanAveragePrecision
+
+from cxr.metrics import RSNAMeanAP
+
+log = logging.getLogger(__name__)
+
+
+def _above(detections: list[dict[str, Tensor]], thresh: float) -> list[dict[str, Tensor]]:
+    keep = [d["scores"] >= thresh for d in detections]
+    return [{"boxes": d["boxes"][k], "scores": d["scores"][k]} for d, k in zip(detections, keep, strict=True)]
+
+
+def _is_plateau(factory: Callable) -> bool:
+    func = factory.func if isinstance(factory, functools.partial) else factory
+    return isinstance(func, type) and issubclass(func, ReduceLROnPlateau)
+
+
+class DetectionTask(pl.LightningModule):
+    """Owns loss weighting, metrics and optimiser for a RetinaNet-style detector.
+
+    Args:
+        model: module with the :class:`~cxr.models.retinanet.RetinaNet` forward contract (losses
+            when given targets, ``"detections"`` in eval mode, ``"global_logits"`` when it has a
+            global head) and attribute ``num_global_classes`` (0 = no global head).
+        optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_: true``); Adam 1e-5 in the paper.
+        scheduler: optional factory ``optimizer -> LRScheduler``; a ReduceLROnPlateau follows
+            ``monitor`` with mode ``monitor_mode`` (a conflicting ``mode`` in the factory raises).
+        box_cls_weight, box_reg_weight, global_cls_weight: loss weights (≥ 0).
+        score_thresholds: candidate score thresholds for ``rsna_map``, each in [0, 1].
+        monitor, monitor_mode: the metric that checkpoints and schedulers follow.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., object] | None = None,
+        box_cls_weight: float = 1.0,
+        box_reg_weight: float = 1.0,
+        global_cls_weight: float = 0.1,
+        score_thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+        monitor: str = "val/rsna_map",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        thresholds = tuple(float(t) for t in score_thresholds)
+        if not thresholds or not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError(f"score_thresholds must be a non-empty sequence in [0, 1], got {score_thresholds}")
+        if min(box_cls_weight, box_reg_weight, global_cls_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if monitor_mode not in ("min", "max"):
+            raise ValueError(f"monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
+        # Factories stay out of the checkpoint: it must load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.thresholds = thresholds
+        self.num_global_classes = int(model.num_global_classes)
+        self.register_buffer("score_thresh", torch.tensor(math.nan))
+        self.metrics = nn.ModuleDict({stage: self._stage_metrics() for stage in ("val", "test")})
+
+    def _stage_metrics(self) -> nn.ModuleDict:
+        metrics = nn.ModuleDict({
+            "rsna": nn.ModuleList(RSNAMeanAP() for _ in self.thresholds),
+            "rsna_tuned": RSNAMeanAP(),
+            "coco": MeanAveragePrecision(box_format="xyxy", iou_type="bbox"),
+        })
+        n = self.num_global_classes
+        if n > 0:
+            metrics["cls"] = MetricCollection({
+                "cls_precision": MulticlassPrecision(n, average="macro"),
+                "cls_recall": MulticlassRecall(n, average="macro"),
+                "cls_auroc": MulticlassAUROC(n, average="macro"),
+            })
+        return metrics
+
+    def forward(self, images: Tensor) -> dict:
+        return self.model(images)
+
+    def _losses(self, out: dict, cls: Tensor) -> dict[str, Tensor]:
+        hp = self.hparams
+        losses = {"loss_box_cls": out["loss_box_cls"], "loss_box_reg": out["loss_box_reg"]}
+        total = hp.box_cls_weight * losses["loss_box_cls"] + hp.box_reg_weight * losses["loss_box_reg"]
+        if "global_logits" in out:
+            labelled = cls >= 0
+            logits = out["global_logits"]
+            # sum / count rather than mean: a batch without labels gives 0, not nan
+            losses["loss_global"] = (F.cross_entropy(logits[labelled], cls[labelled], reduction="sum")
+                                     / labelled.sum().clamp(min=1))
+            total = total + hp.global_cls_weight * losses["loss_global"]
+        return {"loss": total, **losses}
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        out = self.model(batch["image"], [{"boxes": b} for b in batch["boxes"]])
+        losses = self._losses(out, batch["cls"])
+        bs = len(batch["image"])
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=name == "loss", batch_size=bs)
+        return losses["loss"]
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        targets = [{"boxes": b} for b in batch["boxes"]]
+        out = self.model(batch["image"], targets)
+        bs = len(batch["image"])
+        for name, value in self._losses(out, batch["cls"]).items():
+            self.log(f"{stage}/{name}", value, on_epoch=True, prog_bar=name == "loss", batch_size=bs)
+        detections = [{k: v.detach() for k, v in d.items()} for d in out["detections"]]
+        metrics = self.metrics[stage]
+        for thresh, metric in zip(self.thresholds, metrics["rsna"], strict=True):
+            metric.update(_above(detections, thresh), targets)
+        if stage == "test" and not torch.isnan(self.score_thresh):
+            metrics["rsna_tuned"].update(_above(detections, float(self.score_thresh)), targets)
+        labelled = [{"boxes": b, "labels": torch.ones(len(b), dtype=torch.int64, device=b.device)}
+                    for b in batch["boxes"]]
+        metrics["coco"].update(detections, labelled)
+        labelled = batch["cls"] >= 0
+        if "cls" in metrics and labelled.any():
+            metrics["cls"].update(out["global_logits"][labelled].softmax(dim=1), batch["cls"][labelled])
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self.metrics[stage]
+        scores = [float(m.compute()) for m in metrics["rsna"]]
+        best = max(range(len(scores)), key=scores.__getitem__)
+        values = {}
+        if stage == "val":
+            self.score_thresh.fill_(self.thresholds[best])
+            values["val/rsna_map"], values["val/rsna_score_thresh"] = scores[best], self.thresholds[best]
+        else:
+            values["test/rsna_map_oracle"] = scores[best]
+            if torch.isnan(self.score_thresh):
+                log.warning("no validation-tuned score threshold (validation never ran); test/rsna_map "
+                            "uses the best threshold on test itself, %.2f", self.thresholds[best])
+                values["test/rsna_map"], values["test/rsna_score_thresh"] = scores[best], self.thresholds[best]
+            else:
+                values["test/rsna_map"] = float(metrics["rsna_tuned"].compute())
+                values["test/rsna_score_thresh"] = float(self.score_thresh)
+        coco = metrics["coco"].compute()
+        values.update({f"{stage}/{k}": float(coco[k]) for k in ("map", "map_50", "map_75")})
+        if "cls" in metrics:
+            values.update({f"{stage}/{k}": float(v) for k, v in metrics["cls"].compute().items()})
+        self.log_dict(values)
+        for metric in metrics.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        """Per image: ``{"patient_id", "index", "boxes" float (K, 4) x1y1x2y2 in ORIGINAL pixels,
+        "scores" (K,), "global_probs" (global_classes,) or None}``; all detections above the
+        model's ``score_thresh``, unfiltered by the tuned ``self.score_thresh``."""
+        out = self.model(batch["image"])
+        in_h, in_w = batch["image"].shape[-2:]
+        probs = out["global_logits"].softmax(dim=1) if "global_logits" in out else None
+        results = []
+        for i, det in enumerate(out["detections"]):
+            orig_h, orig_w = (float(v) for v in batch["orig_size"][i])
+            scale = det["boxes"].new_tensor([orig_w / in_w, orig_h / in_h, orig_w / in_w, orig_h / in_h])
+            results.append({
+                "patient_id": batch["patient_id"][i],
+                "index": int(batch["index"][i]),
+                "boxes": det["boxes"] * scale,
+                "scores": det["scores"],
+                "global_probs": None if probs is None else probs[i],
+            })
+        return results
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        mode = self.hparams.monitor_mode
+        extra = {}
+        if _is_plateau(self.scheduler_factory):
+            declared = getattr(self.scheduler_factory, "keywords", {}).get("mode", mode)
+            if declared != mode:
+                raise ValueError(f"scheduler mode {declared!r} contradicts monitor_mode {mode!r} "
+                                 f"for {self.hparams.monitor}")
+            extra["mode"] = mode
+        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"}}

@@ -1,0 +1,167 @@
+import pytest
+import timm
+import torch
+from torchvision.models.detection.image_list import ImageList
+
+from cxr.models.fpn import EncoderFPN
+from cxr.models.retinanet import RetinaNet, default_anchor_sizes
+
+S = 64
+
+
+def _tiny(**kwargs) -> RetinaNet:
+    args = dict(encoder="test_resnet", image_size=S, fpn_channels=16, global_dropout=0.0)
+    return RetinaNet(**{**args, **kwargs})
+
+
+def _anchors(model: RetinaNet, images: torch.Tensor) -> torch.Tensor:
+    features = list(model.backbone(images).values())
+    return model.anchor_generator(ImageList(images, [(S, S)] * len(images)), features)[0]
+
+
+@pytest.mark.parametrize("encoder", ["seresnext50_32x4d", "resnet34", "resnet50", "mobilenetv3_large_100"])
+def test_paper_and_alternative_encoders_build_and_detect(encoder):
+    model = RetinaNet(encoder=encoder, image_size=S, fpn_channels=32).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, S, S))
+    assert out["global_logits"].shape == (1, 3)
+    assert len(out["detections"]) == 1 and out["detections"][0]["boxes"].shape[1] == 4
+
+
+def test_seresnext101_builds():
+    model = RetinaNet(encoder="seresnext101_32x4d", image_size=S)
+    assert model.backbone.encoder_channels == 2048
+    assert sum(p.numel() for p in model.backbone.encoder.parameters()) > 40e6
+
+
+def test_encoder_without_the_needed_strides_is_refused():
+    with pytest.raises(ValueError, match=r"test_vit.*strides"):
+        EncoderFPN("test_vit")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_image_without_boxes_gives_focal_loss_and_zero_regression_loss(training):
+    model = _tiny().train(training)
+    out = model(torch.randn(2, 1, S, S), [{"boxes": torch.zeros(0, 4)}, {"boxes": torch.zeros(0, 4)}])
+    assert torch.isfinite(out["loss_box_cls"]) and out["loss_box_cls"] > 0
+    assert out["loss_box_reg"].item() == 0.0
+    if training:
+        out["loss_box_cls"].backward()
+        assert model.head.classification_head.cls_logits.bias.grad.abs().sum() > 0
+    else:
+        assert len(out["detections"]) == 2
+
+
+def test_eval_mode_with_targets_returns_losses_and_detections():
+    model = _tiny().eval()
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 30.0, 40.0]]), "labels": torch.tensor([1])}]
+    out = model(torch.randn(1, 1, S, S), targets)
+    assert {"loss_box_cls", "loss_box_reg", "global_logits", "detections"} <= set(out)
+    assert out["loss_box_reg"] > 0  # the matched anchors' regression is not yet exact
+
+
+def test_detections_are_anchors_in_the_input_pixel_frame():
+    """Zero box regression and a high constant score make anchors the detections: the output boxes
+    must be the anchors themselves (clipped to S×S), i.e. no rescaling between input and output."""
+    model = _tiny(small_anchors=True, nms_thresh=1.0, detections_per_img=5000, global_head=False).eval()
+    for layer in (model.head.regression_head.bbox_reg, model.head.classification_head.cls_logits):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    model.head.classification_head.cls_logits.bias.data.fill_(5.0)
+    images = torch.randn(1, 1, S, S)
+    with torch.no_grad():
+        det = model(images)["detections"][0]
+        anchors = _anchors(model, images).clamp(0, S)
+    assert set(det) == {"boxes", "scores", "labels"}
+    assert (det["labels"] == 1).all()
+    # torchvision keeps the 1000 best anchors of each level: all of P3–P7, 1000 of P2's 2304
+    assert len(det["boxes"]) == 1000 + 9 * (64 + 16 + 4 + 1 + 1)
+    assert torch.cdist(det["boxes"], anchors).min(dim=1).values.max() < 1e-4
+    # P2's 16-px square anchor at cell (8, 8), stride 4, is centred on pixel (32, 32)
+    assert (det["boxes"] == torch.tensor([24.0, 24.0, 40.0, 40.0])).all(dim=1).any()
+
+
+def test_transform_leaves_pixel_values_size_and_boxes_alone():
+    model = _tiny()
+    images = torch.randn(2, 1, S, S) * 3
+    boxes = torch.tensor([[1.5, 2.5, 40.0, 63.0]])
+    for mode in (True, False):
+        model.train(mode)
+        image_list, targets = model.transform(list(images), [{"boxes": boxes.clone()}, {"boxes": boxes.clone()}])
+        assert image_list.image_sizes == [(S, S), (S, S)]
+        assert torch.allclose(image_list.tensors, images, atol=1e-6)
+        assert torch.equal(targets[0]["boxes"], boxes)
+
+
+def test_inputs_of_another_size_or_bad_targets_are_refused():
+    model = _tiny()
+    with pytest.raises(ValueError, match=r"\(B, 1, 64, 64\)"):
+        model(torch.randn(1, 1, 32, 32), [{"boxes": torch.zeros(0, 4)}])
+    with pytest.raises(ValueError, match="targets in training mode"):
+        model(torch.randn(1, 1, S, S))
+    for box in ([10.0, 10.0, 10.0, 20.0], [1.0, 1.0, float("nan"), 9.0]):
+        with pytest.raises(ValueError, match="target 0: box"):
+            model(torch.randn(1, 1, S, S), [{"boxes": torch.tensor([box])}])
+    with pytest.raises(ValueError, match="labels must all be 1"):
+        model(torch.randn(1, 1, S, S), [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([0])}])
+
+
+def test_global_head_can_be_switched_off():
+    with_head, without = _tiny(global_classes=4), _tiny(global_head=False)
+    x, targets = torch.randn(2, 1, S, S), [{"boxes": torch.zeros(0, 4)}] * 2
+    assert with_head(x, targets)["global_logits"].shape == (2, 4)
+    assert "global_logits" not in without(x, targets)
+    assert (with_head.num_global_classes, without.num_global_classes) == (4, 0)
+    assert not any(name.startswith("global_head") for name, _ in without.named_parameters())
+
+
+def test_global_dropout_is_active_only_in_training():
+    model = _tiny(global_dropout=0.5)
+    x, targets = torch.randn(2, 1, S, S), [{"boxes": torch.zeros(0, 4)}] * 2
+    assert not torch.equal(model(x, targets)["global_logits"], model(x, targets)["global_logits"])
+    model.eval()
+    assert torch.equal(model(x)["global_logits"], model(x)["global_logits"])
+
+
+def test_small_anchors_add_the_stride_4_level():
+    """At 64 px the levels have 16², 8², 4², 2², 1², 1² cells (strides 4 … 128), 9 anchors each."""
+    x = torch.randn(1, 1, S, S)
+    with_p2, without = _tiny(small_anchors=True), _tiny(small_anchors=False)
+    assert list(with_p2.backbone(x)) == ["p2", "p3", "p4", "p5", "p6", "p7"]
+    assert list(without.backbone(x)) == ["p3", "p4", "p5", "p6", "p7"]
+    assert len(_anchors(with_p2, x)) == 9 * (256 + 64 + 16 + 4 + 1 + 1)
+    assert len(_anchors(without, x)) == 9 * (64 + 16 + 4 + 1 + 1)
+    assert default_anchor_sizes(True)[0] == (16, 20, 25)
+    assert default_anchor_sizes(False) == default_anchor_sizes(True)[1:]
+
+
+def test_anchor_sizes_are_configurable_and_checked():
+    model = _tiny(small_anchors=False, anchor_sizes=[[8], [16], [24], [32], [40]], aspect_ratios=[1.0])
+    anchors = _anchors(model, torch.randn(1, 1, S, S))
+    sides = (anchors[:, 2] - anchors[:, 0]).unique()
+    assert sides.tolist() == [8.0, 16.0, 24.0, 32.0, 40.0]
+    assert model.head.classification_head.num_anchors == 1
+    with pytest.raises(ValueError, match="one entry per pyramid level"):
+        _tiny(small_anchors=True, anchor_sizes=[[8], [16], [24], [32], [40]])
+    with pytest.raises(ValueError, match="same number"):
+        _tiny(small_anchors=False, anchor_sizes=[[8], [16, 20], [24], [32], [40]])
+
+
+def test_local_pretrained_weights_load_with_adapted_stem(tmp_path):
+    classifier = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(classifier.state_dict(), path)
+    encoder = RetinaNet(encoder="resnet18", image_size=S, fpn_channels=16, pretrained_path=str(path)).backbone.encoder
+    assert torch.allclose(encoder.conv1.weight, classifier.conv1.weight.sum(dim=1, keepdim=True))
+    assert torch.equal(encoder.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
+    assert torch.equal(encoder.layer2[0].bn1.running_var, classifier.layer2[0].bn1.running_var)
+
+
+def test_pretrained_weights_of_another_architecture_or_missing_file_raise(tmp_path):
+    path = tmp_path / "resnet34.pth"
+    torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), path)
+    with pytest.raises(ValueError, match=r"resnet34\.pth.*unknown to the model"):
+        RetinaNet(encoder="resnet18", image_size=S, pretrained_path=str(path))
+    missing = tmp_path / "nowhere.pth"
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
+        RetinaNet(encoder="resnet18", image_size=S, pretrained_path=str(missing))
