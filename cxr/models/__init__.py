@@ -14,12 +14,13 @@ from torch import nn
 from cxr.models.depthwise_cnn import DepthwiseCNN
 from cxr.models.mobilenet import MobileNet
 from cxr.models.plain_cnn import PlainCNN
+from cxr.models.retinanet import RetinaNet
 
 MODELS: dict[str, type[nn.Module]] = {
     "depthwise_cnn": DepthwiseCNN,
     "mobilenet": MobileNet,
     "plain_cnn": PlainCNN,
-    # "retinanet": RetinaNet,  <- detection model, from cxr.models.retinanet
+    "retinanet": RetinaNet,
 }
 
 # Image classifiers: (B, C, H, W) -> logits (B, num_classes), timm vocabulary.
