@@ -29,8 +29,8 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="logs/demo", help="folder for the data and the runs")
-    parser.add_argument("--n", type=int, default=600, help="synthetic images in all splits")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--n", type=int, default=400, help="synthetic images in all splits")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
