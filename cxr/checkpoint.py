@@ -9,6 +9,7 @@ refuses to unpickle arbitrary objects.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,16 @@ def read_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError, RuntimeError (zip), EOFError ...
-        raise CheckpointError(f"{path}: not a loadable checkpoint (refused or corrupt: {err})") from err
+    except pickle.UnpicklingError as err:
+        # torch's message is a page long; the line naming the refused object is the one that matters
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+        detail = (named or lines or [""])[0]
+        raise CheckpointError(f"{path}: refused to load: the file holds Python objects other than tensors and "
+                              f"plain containers, so it may be tampered with ({detail})") from err
+    except Exception as err:  # RuntimeError (bad zip), EOFError, OSError ...: truncated or not a checkpoint
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a loadable checkpoint, truncated or corrupt ({first})") from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: no 'state_dict' in the file; not a Lightning checkpoint")
     return ckpt

@@ -65,7 +65,7 @@ def test_short_training_learns_phantoms(tmp_path):
 
     data_dir = write_ped_cxr(tmp_path / "chest_xray", n=240, seed=1, min_side=64, max_side=128)
     cfg = compose(_overrides(data_dir, tmp_path, "model=depthwise_cnn", "datamodule.image_size=64",
-                             "datamodule.batch_size=16", "trainer.max_epochs=8", "task.optimizer.lr=3e-3"),
+                             "datamodule.batch_size=16", "trainer.max_epochs=8", "task.optimizer.lr=1e-2"),
                   output_dir=tmp_path / "run")
     metrics = run(cfg)
     assert metrics["test/recall"] > 0.8

@@ -16,6 +16,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.uid import UID
 
+from cxr.data.image_io import ImageReadError, check_pixel_count
+
 # Which pip packages provide a decoder, by transfer syntax family; pydicom's own message lists
 # plugin names, not what to install.
 _INSTALL_HINTS = {
@@ -43,7 +45,8 @@ def _open(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        # large elements (the pixel data) are read only when used: a size check can refuse them first
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size="1 MB")
     except InvalidDicomError as err:
         raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' preamble): {err}") from err
     except Exception as err:  # pydicom raises many types for truncated or corrupt headers
@@ -83,13 +86,20 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        DicomReadError: not DICOM, no Pixel Data, no decoder for the transfer syntax (with the package
-            to install) or a decoding failure; the message starts with the file path.
+        DicomReadError: not DICOM, no Pixel Data, Rows x Columns over
+            :func:`~cxr.data.image_io.max_pixels` (checked before decoding), no decoder for the transfer
+            syntax (with the package to install) or a decoding failure; the message starts with the file path.
     """
     path = Path(path)
     ds = _open(path, stop_before_pixels=False)
     if "PixelData" not in ds:
         raise DicomReadError(f"{path}: no (7FE0,0010) Pixel Data element (not an image, or the file is truncated)")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DicomReadError(f"{path}: header has no (0028,0010) Rows / (0028,0011) Columns")
+    try:
+        check_pixel_count(path, int(ds.Rows), int(ds.Columns))
+    except ImageReadError as err:
+        raise DicomReadError(str(err)) from err
     tsyntax = _transfer_syntax(ds, path)
     if tsyntax.is_compressed:
         _check_decoder(tsyntax, path)

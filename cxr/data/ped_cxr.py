@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr.data.cache import build_cache
 from cxr.data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from cxr.data.resumable import EpochSampler, ResumableLoader, seed_augmentation, split_key
 from cxr.data.sampling import class_balanced_sampler, inverse_frequency_weights, stratified_group_split
 from cxr.data.transforms import DEFAULT_MEAN, DEFAULT_STD, RadiographTransform
 
@@ -91,7 +92,8 @@ def _stratum(path: Path) -> int:
 def find_images(data_dir: str | Path, require_val: bool = False) -> dict[str, list[Path]]:
     """Image files per official split, NORMAL then PNEUMONIA, each sorted by name.
 
-    Files whose suffix is not in ``IMAGE_SUFFIXES``, dotfiles (``.DS_Store``) and sub-folders are ignored.
+    Dotfiles (``.DS_Store``) are skipped; sub-folders and files whose suffix is not in
+    ``IMAGE_SUFFIXES`` are ignored with a warning that counts them.
     ``val`` may be absent (empty list) unless ``require_val``.
 
     Raises:
@@ -109,7 +111,7 @@ def find_images(data_dir: str | Path, require_val: bool = False) -> dict[str, li
         raise FileNotFoundError(f"Ped-ChestXray under {root}: missing folder(s) "
                                 f"{', '.join(str(m) for m in missing)}\n{LAYOUT}{hint}")
     found: dict[str, list[Path]] = {}
-    ignored = 0
+    ignored: list[Path] = []
     for split in SPLITS:
         found[split] = []
         for cls in CLASS_FOLDERS:
@@ -117,12 +119,14 @@ def find_images(data_dir: str | Path, require_val: bool = False) -> dict[str, li
             entries = sorted(folder.iterdir()) if folder.is_dir() else []
             images = [p for p in entries
                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
-            ignored += len(entries) - len(images)
+            kept = set(images)
+            ignored += [p for p in entries if not p.name.startswith(".") and p not in kept]
             if not images and split in needed:
                 raise FileNotFoundError(f"{folder}: no image files (suffixes {sorted(IMAGE_SUFFIXES)})\n{LAYOUT}")
             found[split].extend(images)
-    if ignored:
-        log.debug("Ped-ChestXray under %s: ignored %d non-image entries", root, ignored)
+    if ignored:  # e.g. .dcm or .webp files, or images nested one folder deeper: a user may expect them read
+        log.warning("Ped-ChestXray under %s: ignored %d sub-folder(s) or file(s) without an image suffix %s, e.g. %s",
+                    root, len(ignored), sorted(IMAGE_SUFFIXES), ", ".join(str(p) for p in ignored[:3]))
     return found
 
 
@@ -140,7 +144,8 @@ class CachedClassificationDataset(Dataset):
 
     ``index`` is the position in this dataset, i.e. in the datamodule's ``splits[split]``. Images come
     from rows ``rows`` of the uint8 cache file ``images_file`` (N, S, S), opened lazily so workers
-    each map the file instead of receiving a pickled copy.
+    each map the file instead of receiving a pickled copy. A key ``(i, seed)`` (from
+    :class:`~cxr.data.resumable.EpochSampler`) seeds the augmentation of that sample.
     """
 
     def __init__(self, images_file: Path, rows: Sequence[int], labels: Sequence[int],
@@ -155,9 +160,11 @@ class CachedClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, seed = split_key(key)
         if self._images is None:
             self._images = np.load(self.images_file, mmap_mode="r")
+        seed_augmentation(self.transform, seed)
         image, _ = self.transform(np.array(self._images[self.rows[i]]))
         return {"image": image, "label": torch.tensor(self.labels[i], dtype=torch.int64),
                 "index": torch.tensor(i, dtype=torch.int64)}
@@ -182,6 +189,9 @@ class PedChestXrayDataModule(pl.LightningDataModule):
         mean, std: normalisation of pixels scaled to [0, 1].
         cache_dir: root of the decode-once cache (default ``$CXR_CACHE`` or ``~/.cache/cxr``).
         strict: raise on an unreadable image instead of skipping it with a warning.
+
+    The train loader's order and augmentation follow (training seed, epoch) only, so runs repeat and
+    resume mid-epoch exactly (:mod:`cxr.data.resumable`).
     """
 
     def __init__(self, data_dir: str | Path, image_size: int = 200, batch_size: int = 10, num_workers: int = 0,
@@ -294,12 +304,19 @@ class PedChestXrayDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
-        sampler = None
-        if split == "train" and self.sampler == "weighted":
-            sampler = class_balanced_sampler(dataset.labels, seed=self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=split == "train" and sampler is None,
-                          sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=self.pin_memory)
+        common = {"batch_size": self.batch_size, "num_workers": self.num_workers,
+                  "persistent_workers": self.num_workers > 0, "pin_memory": self.pin_memory}
+        if split != "train":
+            return DataLoader(dataset, shuffle=False, **common)
+        # Order and augmentation follow (seed, epoch) only, so runs repeat and resume exactly; the
+        # shuffle follows the training seed (torch's, set by seed_everything), weighted draws `seed`.
+        if self.sampler == "weighted":
+            weighted = class_balanced_sampler(dataset.labels, seed=self.seed)
+            sampler = EpochSampler(len(dataset), self.seed, weights=weighted.weights,
+                                   num_samples=weighted.num_samples)
+        else:
+            sampler = EpochSampler(len(dataset), torch.initial_seed())
+        return ResumableLoader(dataset, sampler, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

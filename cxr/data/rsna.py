@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr.data.cache import build_cache
 from cxr.data.dicom import DicomReadError, read_dicom
+from cxr.data.resumable import EpochSampler, ResumableLoader, seed_augmentation, split_key
 from cxr.data.transforms import DEFAULT_MEAN, DEFAULT_STD, RadiographTransform
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ LABEL_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
 CLASS_COLUMNS = ("patientId", "class")
 LABELS_CSV, CLASSES_CSV = "stage_2_train_labels.csv", "stage_2_detailed_class_info.csv"
 TRAIN_DIR, TEST_DIR = "stage_2_train_images", "stage_2_test_images"
+LAYOUT = (f"expected layout: <data_dir>/{LABELS_CSV}, <data_dir>/{CLASSES_CSV}, "
+          f"<data_dir>/{TRAIN_DIR}/<patientId>.dcm, <data_dir>/{TEST_DIR}/<patientId>.dcm (predict only)")
 
 
 def _problem(message: str, strict: bool) -> None:
@@ -60,6 +63,26 @@ def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     return df[list(columns)]
 
 
+def _lines(index: pd.Index, limit: int = 5) -> str:
+    """CSV line numbers of data-frame rows (line 1 is the header), the first ``limit`` of them."""
+    lines = [str(int(i) + 2) for i in index[:limit]]
+    return ", ".join(lines) + (" ..." if len(index) > limit else "")
+
+
+def _numeric(df: pd.DataFrame, path: Path, columns: Sequence[str], strict: bool) -> pd.DataFrame:
+    """Columns as numbers; text such as "12px" becomes NaN with a warning naming the lines."""
+    df = df.copy()
+    for col in columns:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if (n := int(bad.sum())) > 0:
+            examples = sorted({str(v) for v in df.loc[bad, col]})[:3]
+            _problem(f"{path}: {n} non-numeric value(s) in column {col!r}, e.g. {examples} (CSV line(s) "
+                     f"{_lines(df.index[bad])}); read as missing", strict)
+        df[col] = values
+    return df
+
+
 def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame:
     """Read and check both label CSVs.
 
@@ -68,14 +91,23 @@ def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame
         ``class`` (a :data:`CLASS_NAMES` entry), ``cls`` (its index) and ``boxes`` (float32 (N, 4)
         x1 y1 x2 y2 in original pixels, not yet clipped to the image; (0, 4) for negatives).
 
-    Duplicate rows, Target-1 rows without a complete box, boxes with width or height <= 0 and patient
-    ids found in only one CSV are warned about with counts (errors when ``strict``). Images whose every
+    Duplicate rows, rows without a patientId, non-numeric coordinates, Target-1 rows without a
+    complete box, boxes with width or height <= 0 and patient ids found in only one CSV are warned
+    about with counts (errors when ``strict``). Images whose every
     box was invalid are dropped rather than kept as false negatives. Patients missing from the class
     CSV get "Lung Opacity" if they have boxes, else "No Lung Opacity / Not Normal".
     """
     data_dir = Path(data_dir)
     labels_csv, classes_csv = data_dir / LABELS_CSV, data_dir / CLASSES_CSV
     labels = _read_csv(labels_csv, LABEL_COLUMNS)
+    no_id = labels["patientId"].isna() | (labels["patientId"].astype(str).str.strip() == "")
+    if (n := int(no_id.sum())) > 0:
+        _problem(f"{labels_csv}: dropped {n} row(s) without a patientId (CSV line(s) {_lines(labels.index[no_id])})",
+                 strict)
+        labels = labels[~no_id]
+    labels = _numeric(labels, labels_csv, ("x", "y", "width", "height", "Target"), strict)
+    if labels.empty:
+        raise ValueError(f"{labels_csv}: no labelled rows; {LAYOUT}")
     dup = labels.duplicated()
     if dup.any():
         _problem(f"{labels_csv}: dropped {int(dup.sum())} duplicate row(s)", strict)
@@ -192,10 +224,12 @@ class RSNADetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        i, seed = split_key(key)  # (i, seed) from EpochSampler seeds this sample's augmentation
         if self.images is None:
             self.images = np.load(self.images_file, mmap_mode="r")
         row = self.rows[i]
+        seed_augmentation(self.transform, seed)
         image, boxes = self.transform(np.array(self.images[row]), self.boxes[row])  # copy: the map is read-only
         return {"image": image, "boxes": torch.from_numpy(boxes), "cls": int(self.cls[row]),
                 "orig_size": torch.as_tensor(self.orig_sizes[row], dtype=torch.int64),
@@ -219,8 +253,10 @@ class RSNADataModule(pl.LightningDataModule):
     to the original image and scaled by S/W, S/H. ``fold`` is the validation fold, the rest train.
     The challenge's test images have no labels, so ``test`` evaluates the validation fold and
     ``predict`` runs on ``stage_2_test_images`` (``cls`` = -1, no boxes). Images without boxes are kept.
-    The train loader drops a last incomplete batch (batch-norm cannot train on one sample).
-    Missing or undecodable listed images raise one error naming up to five files.
+    The train loader drops a last incomplete batch (batch-norm cannot train on one sample); its order
+    and augmentation follow (training seed, epoch), so runs repeat and resume mid-epoch exactly.
+    Listed images that are missing or cannot be decoded are left out with a warning naming each file
+    and a count (an error when ``strict``); none of them existing is an error about the layout.
     """
 
     num_classes = 3
@@ -255,17 +291,26 @@ class RSNADataModule(pl.LightningDataModule):
 
     @property
     def val_patients(self) -> list[str]:
+        """Patients assigned to the validation fold (``val_set`` lacks those whose image is unreadable)."""
         return self.folds.loc[self.folds["fold"] == self.fold, "patientId"].tolist()
 
     def _decode(self, paths: list[Path], source: Path, desc: str):
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} image(s) listed in {source} are missing: "
-                                    f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
+        """Decode into the cache; ``cached.errors`` holds the rows left out (missing or undecodable files)."""
+        if paths and not any(p.is_file() for p in paths):
+            raise FileNotFoundError(f"none of the {len(paths)} image(s) listed in {source} exist, e.g. {paths[0]}; "
+                                    f"{LAYOUT}")
         cached = build_cache(paths, read_dicom, self.image_size, self.cache_dir, self.num_workers, desc=desc)
-        if cached.errors:
-            msgs = [cached.errors[i] for i in sorted(cached.errors)[:5]]
-            raise DicomReadError(f"{len(cached.errors)} image(s) could not be decoded: " + "; ".join(msgs))
+        if not cached.errors:
+            return cached
+        messages = [cached.errors[i] for i in sorted(cached.errors)]
+        summary = f"{len(messages)} of {len(paths)} image(s) listed in {source} are missing or cannot be decoded"
+        if self.strict or len(messages) == len(paths):
+            more = " ..." if len(messages) > 5 else ""
+            raise DicomReadError(f"{summary}{' (strict=True)' if self.strict else ''}: "
+                                 + "; ".join(messages[:5]) + more)
+        for message in messages:
+            log.warning("skipping image: %s", message)
+        log.warning("%s; left out", summary)
         return cached
 
     def setup(self, stage: str | None = None) -> None:
@@ -273,8 +318,13 @@ class RSNADataModule(pl.LightningDataModule):
             table = self.folds
             cached = self._decode([self.data_dir / TRAIN_DIR / f"{p}.dcm" for p in table["patientId"]],
                                   self.data_dir / LABELS_CSV, "RSNA train")
+            ok = np.ones(len(table), bool)
+            ok[list(cached.errors)] = False
             boxes, n_clipped, n_outside = [], 0, 0
-            for b, (h, w) in zip(table["boxes"], cached.orig_sizes, strict=True):
+            for b, (h, w), usable in zip(table["boxes"], cached.orig_sizes, ok, strict=True):
+                if not usable:  # not decoded: no size to clip to; the row is left out below
+                    boxes.append(np.zeros((0, 4), np.float32))
+                    continue
                 b, c, o = clip_boxes(b, int(h), int(w))
                 boxes.append(scale_boxes(b, (h, w), self.image_size))
                 n_clipped, n_outside = n_clipped + c, n_outside + o
@@ -283,25 +333,30 @@ class RSNADataModule(pl.LightningDataModule):
                          f"dropped {n_outside} entirely outside", self.strict)
             is_val = (table["fold"] == self.fold).to_numpy()
             common = (boxes, table["cls"].tolist(), cached.orig_sizes, table["patientId"].tolist())
-            self.train_set = RSNADetectionDataset(cached.images, np.flatnonzero(~is_val), *common,
+            self.train_set = RSNADetectionDataset(cached.images, np.flatnonzero(~is_val & ok), *common,
                                                   self.train_transform)
-            self.val_set = RSNADetectionDataset(cached.images, np.flatnonzero(is_val), *common, self.eval_transform)
+            self.val_set = RSNADetectionDataset(cached.images, np.flatnonzero(is_val & ok), *common,
+                                                self.eval_transform)
         if stage in (None, "predict") and self.predict_set is None:
             paths = sorted((self.data_dir / TEST_DIR).glob("*.dcm"))
             if not paths:
                 raise FileNotFoundError(f"{self.data_dir / TEST_DIR}: no .dcm files to predict on")
             cached = self._decode(paths, self.data_dir / TEST_DIR, "RSNA test")
+            readable = [i for i in range(len(paths)) if i not in cached.errors]
             self.predict_set = RSNADetectionDataset(
-                cached.images, range(len(paths)), [np.zeros((0, 4), np.float32)] * len(paths), [-1] * len(paths),
+                cached.images, readable, [np.zeros((0, 4), np.float32)] * len(paths), [-1] * len(paths),
                 cached.orig_sizes, [p.stem for p in paths], self.eval_transform)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("RSNADataModule: call setup() before asking for a dataloader")
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate_detection, pin_memory=self.pin_memory,
-                          drop_last=shuffle and len(dataset) > self.batch_size,
-                          persistent_workers=self.num_workers > 0)
+        common = {"batch_size": self.batch_size, "num_workers": self.num_workers, "collate_fn": collate_detection,
+                  "pin_memory": self.pin_memory, "persistent_workers": self.num_workers > 0}
+        if not shuffle:
+            return DataLoader(dataset, shuffle=False, **common)
+        # order and augmentation follow (training seed, epoch) only: runs repeat and resume exactly
+        return ResumableLoader(dataset, EpochSampler(len(dataset), torch.initial_seed()),
+                               drop_last=len(dataset) > self.batch_size, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

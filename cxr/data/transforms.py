@@ -50,11 +50,12 @@ class RadiographTransform:
             out = self.compose(image=image, bboxes=boxes, box_ids=np.arange(len(boxes)))
             image = out["image"]
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
-        if not image.flags.writeable:  # a row of the read-only cache map: torch wants writable memory
-            image = image.copy()
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).float()
-        tensor = (tensor / 255.0 - self.mean) / self.std
-        return tensor, boxes
+        # Normalise in numpy: a per-sample image is too small for torch's intra-op threads, which in a
+        # num_workers=0 main process spin against each other on a busy machine (measured 30-100× slower).
+        pixels = image.astype(np.float32, order="C")  # a fresh, writable copy (cache rows are read-only)
+        pixels *= 1.0 / (255.0 * self.std)
+        pixels -= self.mean / self.std
+        return torch.from_numpy(pixels).unsqueeze(0), boxes
 
     def denormalize(self, tensor: torch.Tensor) -> torch.Tensor:
         """Inverse of the normalisation: back to [0, 1] floats."""

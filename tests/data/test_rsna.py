@@ -245,8 +245,9 @@ def test_listed_but_missing_or_undecodable_image(rsna_dir: Path, tmp_path: Path)
                           "height": [np.nan], "Target": [0]})
     root = _variant(rsna_dir, tmp_path, pd.concat([labels, ghost]),
                     pd.concat([classes, pd.DataFrame({"patientId": ["ghost-0001"], "class": [CLASS_NAMES[0]]})]))
-    with pytest.raises(FileNotFoundError, match=r"1 image\(s\) listed in .*stage_2_train_labels\.csv.*ghost-0001\.dcm"):
-        _dm(root, tmp_path).setup("fit")
+    # default mode leaves the missing file out (tests/reliability); strict=True makes it an error naming it
+    with pytest.raises(DicomReadError, match=r"1 of 25 image\(s\) listed in .*\(strict=True\): .*ghost-0001\.dcm"):
+        _dm(root, tmp_path, strict=True).setup("fit")
     images = tmp_path / "images"
     images.mkdir()
     for p in (rsna_dir / "stage_2_train_images").glob("*.dcm"):
@@ -254,8 +255,8 @@ def test_listed_but_missing_or_undecodable_image(rsna_dir: Path, tmp_path: Path)
     (images / "ghost-0001.dcm").write_bytes(b"not a dicom at all")
     (root / "stage_2_train_images").unlink()
     (root / "stage_2_train_images").symlink_to(images, target_is_directory=True)
-    with pytest.raises(DicomReadError, match=r"1 image\(s\) could not be decoded.*ghost-0001\.dcm.*not a DICOM"):
-        _dm(root, tmp_path).setup("fit")
+    with pytest.raises(DicomReadError, match=r"1 of 25 image\(s\) listed in .*\(strict=True\): .*ghost-0001\.dcm.*not a DICOM"):
+        _dm(root, tmp_path, strict=True).setup("fit")
 
 
 def test_bad_arguments() -> None:
