@@ -1,0 +1,104 @@
+"""Timing primitives and the machine description every figure carries."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def time_runs(
+    fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+) -> list[float]:
+    """Seconds of each of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed ones."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def throughput(images: int, times: Sequence[float]) -> dict:
+    """``{"images_per_s": images / median(times), "median_s", "runs_s", "images"}``."""
+    median = statistics.median(times)
+    return {
+        "images_per_s": images / median,
+        "median_s": median,
+        "runs_s": [round(t, 6) for t in times],
+        "images": images,
+    }
+
+
+def machine_info() -> dict:
+    """What the figures were measured on: CPU model and cores, threads, library versions, load, GPU."""
+    import cv2
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cuda = torch.cuda.is_available()
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "opencv_threads": cv2.getNumThreads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_start": [round(v, 2) for v in os.getloadavg()],
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "cuda": torch.version.cuda if cuda else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+class PeakRSS:
+    """Growth of this process's peak resident memory (MB) from construction to :meth:`growth`.
+
+    Linux: resets the kernel's high-water mark (``/proc/self/clear_refs``) and reads ``VmHWM``, so an
+    earlier peak (imports) does not hide the measured one; elsewhere: ``ru_maxrss`` before vs after.
+    """
+
+    def __init__(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.linux, self.start = True, self._status("VmRSS")
+        except OSError:
+            self.linux, self.start = False, self._maxrss()
+
+    @staticmethod
+    def _status(key: str) -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+        raise OSError(f"/proc/self/status has no {key}")
+
+    @staticmethod
+    def _maxrss() -> float:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+    def growth(self) -> float:
+        return (self._status("VmHWM") if self.linux else self._maxrss()) - self.start

@@ -1,0 +1,185 @@
+"""The bench machinery on tiny sizes: timing, model runs in and out of process, ratios, targets, report.
+
+No timing assertions: these tests check that figures are produced, counted and reported correctly.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxr.bench import models, report, targets, timing
+from cxr.bench.cli import run, write
+from cxr.bench.settings import Settings
+from cxr.models import create_model
+from cxr.models.profile import count_flops, count_params
+
+TINY = {"widths": [4, 4], "hidden": 4}
+
+
+def test_time_runs_warms_up_then_times_each_repeat():
+    calls, syncs = [], []
+    times = timing.time_runs(lambda: calls.append(1), repeats=3, warmup=2, sync=lambda: syncs.append(1))
+    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+    assert len(syncs) == 4  # once after the warm-up, once per timed run
+    with pytest.raises(ValueError, match="repeats"):
+        timing.time_runs(lambda: None, repeats=0)
+
+
+def test_throughput_uses_the_median_run():
+    out = timing.throughput(10, [1.0, 4.0, 2.0])
+    assert out["images_per_s"] == 5.0 and out["median_s"] == 2.0 and out["images"] == 10
+
+
+def test_peak_rss_sees_a_new_allocation():
+    peak = timing.PeakRSS()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    assert peak.growth() >= 60
+    del block
+
+
+@pytest.mark.parametrize("name", ["depthwise_cnn", "plain_cnn"])
+def test_bench_model_counts_and_times_both_phases(name):
+    infer = models.bench_model(name, TINY, image_size=16, phase="infer", batches=(1, 3), repeats=2)
+    model = create_model(name, **TINY)
+    assert infer["params"] == count_params(model)
+    assert infer["flops"] == count_flops(model, (1, 1, 16, 16)) > 0
+    assert set(infer["infer"]) == {"1", "3"} and infer["infer"]["3"]["images"] == 3
+    assert all(r["images_per_s"] > 0 for r in infer["infer"].values())
+    assert [len(infer["infer"][b]["runs_s"]) for b in ("1", "3")] == [6, 2]  # single images: 3× the repeats
+    train = models.bench_model(name, TINY, image_size=16, phase="train", batches=(4,), repeats=1)
+    assert train["train"]["batch_size"] == 4 and train["train"]["images_per_s"] > 0
+    assert train["peak_mem_mb"] >= 0
+    with pytest.raises(ValueError, match="phase"):
+        models.bench_model(name, TINY, image_size=16, phase="fit")
+
+
+@pytest.mark.slow  # builds and back-propagates a RetinaNet: ~10 s on a busy 2-core machine
+def test_detection_training_loss_has_gradients_for_empty_and_boxed_images():
+    model = create_model("retinanet", encoder="resnet18", image_size=64).train()
+    batch = models.fake_targets("detection", 2, 64, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batch["boxes"]] == [1, 0]  # a negative image too, as in RSNA
+    loss = models.training_loss(model, torch.randn(2, 1, 64, 64), batch)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.ndim == 0
+    assert model.backbone.fpn.layer_blocks[0][0].weight.grad is not None
+
+
+@pytest.mark.slow  # two fresh Python processes importing torch
+def test_run_child_returns_figures_or_the_error():
+    spec = {
+        "name": "depthwise_cnn",
+        "kwargs": TINY,
+        "image_size": 16,
+        "phase": "infer",
+        "batches": [2],
+        "repeats": 1,
+    }
+    res = models.run_child(spec, timeout=120)
+    assert res["params"] == count_params(create_model("depthwise_cnn", **TINY)) and "2" in res["infer"]
+    bad = models.run_child({**spec, "name": "no_such_model"}, timeout=120)
+    assert "unknown model 'no_such_model'" in bad["error"]
+
+
+def _result(cached=1000.0, jpeg=100.0, dicom=250.0, loader2=300.0, plain_b32=10.0, dw_b32=25.0) -> dict:
+    """A hand-made bench result: the ratios and targets below are computed from these numbers by hand."""
+    pipe = [
+        {"stage": "jpeg_decode", "size": 200, "images_per_s": jpeg},
+        {"stage": "dicom_decode", "size": 200, "images_per_s": dicom},
+        {"stage": "cached", "size": 200, "images_per_s": cached},
+        {"stage": "loader", "size": 200, "workers": 2, "images_per_s": loader2},
+    ]
+
+    def row(model, flops, train, b32, optimised=False):
+        out = {
+            "model": model,
+            "label": model,
+            "device": "cpu",
+            "bf16": False,
+            "channels_last": optimised,
+            "fold_bn": optimised,
+            "compile": False,
+            "image_size": 200,
+            "params": 1000,
+            "flops": flops,
+            "train": {"batch_size": 16, "images_per_s": train},
+            "infer": {"32": {"images_per_s": b32}},
+            "peak_mem_mb": {"train": 100.0, "infer": 50.0},
+        }
+        if optimised:  # inference only
+            del out["train"], out["peak_mem_mb"]["train"]
+        return out
+
+    return {
+        "settings": {**vars(Settings()), "cls_size": 200, "det_size": 512},
+        "machine": {
+            "cpu": "Test CPU",
+            "cpu_cores": 2,
+            "usable_cores": 2,
+            "torch": "2.x",
+            "torch_threads": 2,
+            "python": "3.11",
+            "load_average_start": [1.0],
+            "load_average_end": [1.5],
+            "date": "today",
+        },
+        "elapsed_s": 1.0,
+        "pipeline": pipe,
+        "models": [
+            row("plain_cnn", 600.0, 5.0, plain_b32),
+            row("depthwise_cnn", 50.0, 15.0, dw_b32),
+            row("plain_cnn", 600.0, None, 20.0, True),
+            row("depthwise_cnn", 50.0, None, 70.0, True),
+        ],
+    }
+
+
+def test_ratios_and_targets_are_computed_side_by_side():
+    result = _result()
+    result["ratios"] = targets.ratios(result)
+    dvp = result["ratios"]["depthwise_vs_plain"]["cpu fp32"]
+    assert dvp["flops_fraction"] == pytest.approx(1 / 12) and dvp["train_speedup"] == pytest.approx(3.0)
+    assert dvp["infer_b32_speedup"] == pytest.approx(2.5)
+    assert result["ratios"]["cached_vs_decode"]["200"]["dicom_decode"] == pytest.approx(4.0)
+    assert result["ratios"]["loader2_vs_train_cpu"] == {"plain_cnn": 60.0, "depthwise_cnn": 20.0}
+    met = [t["met"] for t in targets.targets(result)]
+    # cached ≥ 5× decoding: no (DICOM only 4×, JPEG 10×); loader outpaces training: yes; depthwise FLOPs ≤ 1/6:
+    # yes; depthwise ≥ 3× inference: no in eager mode (2.5×), yes with channels_last + folded BN (3.5×);
+    # GPU busy: not measured without a GPU
+    assert met == [False, True, True, False, True, None]
+    assert (
+        result["ratios"]["depthwise_vs_plain"]["cpu fp32 + channels_last + BN folded"]["infer_b32_speedup"]
+        == 3.5
+    )
+
+
+def test_markdown_report_states_machine_targets_and_misses():
+    result = _result(dw_b32=40.0)
+    result["ratios"] = targets.ratios(result)
+    result["targets"] = targets.targets(result)
+    text = report.markdown(result)
+    assert "Test CPU" in text and "none found" in text  # machine and the missing GPU are stated
+    assert "| depthwise_cnn ≥ 3× plain_cnn's CPU inference throughput" in text and "batch 32: 4.00×" in text
+    assert "**no**" in text  # the cached-vs-DICOM target is missed
+    assert "| plain_cnn | cpu fp32 (Test CPU) | 200 | 0.00 | 0.00 | 5 (b16) | 10 | 100 | 50 |" in text
+
+
+def test_quick_pipeline_and_metric_sections_write_json_and_markdown(tmp_path: Path):
+    settings = Settings.quick_run(n_files=20, loader_images=(8, 8), workers=(0, 1), metric_images=50)
+    result = run(settings, sections=["pipeline", "metric"])
+    json_path, md_path = write(result, tmp_path)
+    assert json_path.name == "bench-cpu-quick.json" and md_path.name == "bench-cpu-quick.md"
+    saved = json.loads(json_path.read_text())
+    stages = {(r["stage"], r["size"], r.get("workers")) for r in saved["pipeline"]}
+    for size in (64, 128):
+        assert {
+            ("jpeg_decode", size, None),
+            ("dicom_decode", size, None),
+            ("cached", size, None),
+            ("loader", size, 0),
+            ("loader", size, 1),
+        } <= stages
+    assert all(r["images_per_s"] > 0 for r in saved["pipeline"])
+    assert saved["metric"]["n_images"] == 50 and saved["metric"]["abs_diff"] < 1e-9
+    assert saved["machine"]["usable_cores"] >= 1 and "Input pipeline" in md_path.read_text()
