@@ -11,14 +11,14 @@ export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-fast lint format demo models augment-grids clean
+.PHONY: install test test-fast lint format demo models augment-grids bench reproduce-tables clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip setuptools wheel
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,sweep]'
 	@touch $(STAMP)
 
 test: install
@@ -39,6 +39,11 @@ demo: install
 models: install
 	$(VENV)/bin/cxr-models
 
+# Input pipeline, models (CPU, and GPU with bf16 + channels_last where present) and the RSNA metric:
+# experiments/results/bench-<cpu|gpu>.json and .md (~10 min on 2 cores; `cxr-bench --quick` for a smoke run).
+bench: install
+	$(PY) -m cxr.bench --out experiments/results
+
 # README's augmentation pictures, from a synthetic RSNA set (no dataset needed).
 GRID_DATA := logs/synthetic/rsna
 augment-grids: install
@@ -47,6 +52,16 @@ augment-grids: install
 	  $(VENV)/bin/cxr-augment-grid augment=$$set datamodule=rsna datamodule.data_dir=$(GRID_DATA) \
 	    datamodule.image_size=256 datamodule.num_workers=0 rows=3 cols=4 out=experiments/figures/augment_$$set.png || exit 1; \
 	done
+
+# Every table of both papers, ours beside theirs: experiments/results/$(PROFILE)/*.md, *.csv, *.png
+# (see experiments/README.md). PROFILE=smoke (default): synthetic data, CPU, < 20 min on 2 cores.
+# PROFILE=paper DATA_ROOT=/data (chest_xray/ and rsna/ inside): the papers' settings, on a GPU.
+# Re-running skips finished runs and resumes interrupted ones. ARGS="--tables go2020_table2 -- hydra/launcher=slurm"
+PROFILE ?= smoke
+DATA_ROOT ?=
+ARGS ?=
+reproduce-tables: install
+	$(PY) -m cxr.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(ARGS)
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""Run identity, skip-finished and planning of ``cxr-reproduce``."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from cxr.config import compose
+from cxr.reproduce import (
+    PROFILES,
+    Job,
+    config_fingerprint,
+    finished_metrics,
+    job_status,
+    merge_overrides,
+    plan,
+    run_id,
+    sweep_commands,
+)
+from cxr.tables import TABLES, Metric, Row, Table, table_by_name
+from cxr.train import run
+
+
+def _tiny(data_dir, tmp_path, *extra):
+    return [f"datamodule.data_dir={data_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
+            "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=debug",
+            "trainer.enable_progress_bar=false", *extra]
+
+
+def test_run_id_follows_what_a_run_computes(tmp_path):
+    base = ["experiment=go2020_table2", "trainer=cpu"]
+    same = run_id(compose(base))
+    assert run_id(compose(base)) == same and len(same) == 12
+    # where it writes, caches and logs, and how many loader workers: same run
+    assert run_id(compose([*base, "paths.log_dir=/elsewhere", "datamodule.num_workers=7",
+                           "datamodule.cache_dir=/c", "logger=tensorboard", "ckpt_path=null"])) == same
+    # anything that changes the result: another run
+    for other in ("seed=1", "augment=paper_da", "task.optimizer.lr=0.001", "datamodule.image_size=64"):
+        assert run_id(compose([*base, other])) != same, other
+    fingerprint = config_fingerprint(compose(base))
+    assert fingerprint["model._target_"] == "cxr.models.PlainCNN" and fingerprint["seed"] == 0
+    assert not any(k.startswith(("hydra", "paths", "callbacks")) for k in fingerprint)
+
+
+def test_the_run_folders_config_has_the_same_id_and_skip_finished_skips(ped_cxr_dir, tmp_path, monkeypatch):
+    cfg = compose(_tiny(ped_cxr_dir, tmp_path), output_dir=tmp_path / "run")
+    assert job_status(tmp_path / "run") == "new"
+    metrics = run(cfg)
+    assert run_id(OmegaConf.load(tmp_path / "run" / "config.yaml")) == run_id(cfg)
+    assert finished_metrics(tmp_path / "run", cfg)["params"] == metrics["params"]
+    assert job_status(tmp_path / "run") == "finished"
+
+    import pytorch_lightning as pl
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(pl.Trainer, "fit", no_training)
+    again = run(compose(_tiny(ped_cxr_dir, tmp_path, "++skip_finished=true"), output_dir=tmp_path / "run"))
+    assert again["params"] == metrics["params"] and again["test/recall"] == metrics["test/recall"]
+    # another config in the same folder is not "finished": it would run
+    assert finished_metrics(tmp_path / "run", compose(_tiny(ped_cxr_dir, tmp_path, "seed=3"))) is None
+
+
+def test_interrupted_run_is_recognised(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert job_status(tmp_path) == "interrupted"
+
+
+def test_merge_overrides_keeps_the_last_value_per_key():
+    assert merge_overrides(["a=1", "b=2"], ["+a=3", "c=4"]) == ["b=2", "+a=3", "c=4"]
+
+
+def test_sweeps_group_rows_by_key_and_sweep_the_replicates():
+    table = Table(name="t", title="T", experiment="gabruseva2020_multitask", task="detection",
+                  metrics=(Metric("x", "x"),),
+                  rows=(Row("no head", ("model.global_head=false",)), Row("d0", ("model.global_dropout=0.0",)),
+                        Row("d5", ("model.global_dropout=0.5",)), Row("both", ("a=1", "b=2"))))
+    jobs = [Job("t", r.label, ("experiment=x", "model.global_dropout=0.9"), r.overrides, str(f))
+            for r in table.rows for f in (0, 1)]
+    commands = sweep_commands(table, jobs)
+    assert commands == [
+        ["experiment=x", "model.global_dropout=0.9", "model.global_head=false", "datamodule.fold=0,1"],
+        ["experiment=x", "model.global_dropout=0.0,0.5", "datamodule.fold=0,1"],
+        ["experiment=x", "model.global_dropout=0.9", "a=1", "b=2", "datamodule.fold=0,1"],
+    ]
+
+
+def test_plan_shares_rows_that_two_tables_have_in_common(tmp_path):
+    tables = [table_by_name("go2020_table2"), table_by_name("go2020_models")]
+    jobs = plan(tables, PROFILES["smoke"], tmp_path, tmp_path / "cache")
+    assert len(jobs) == 2 * 2 + 3 * 2
+    ids = {(j.table, j.row, j.replicate): j.run_id for j in jobs}
+    for seed in ("0", "1"):
+        assert ids["go2020_table2", "without DA", seed] == ids["go2020_models", "plain CNN", seed]
+    assert len(set(ids.values())) == 8
+    assert all("trainer=cpu" in j.overrides("seed") for j in jobs)
+
+
+def test_every_encoder_named_by_a_table_or_profile_exists_in_timm():
+    import timm
+
+    names = {o.partition("=")[2] for t in TABLES for r in t.rows for o in r.overrides if o.startswith("model.encoder=")}
+    names |= {v for p in PROFILES.values() for v in p.encoders.values()}
+    names |= {o.partition("=")[2] for p in PROFILES.values() for o in p.detection if o.startswith("model.encoder=")}
+    assert names and all(timm.is_model(n) for n in names), sorted(n for n in names if not timm.is_model(n))
+
+
+@pytest.mark.slow
+def test_multirun_names_job_folders_by_run_id_and_a_rerun_skips_them(ped_cxr_dir, tmp_path):
+    overrides = _tiny(ped_cxr_dir, tmp_path, "model=depthwise_cnn")
+    cmd = [sys.executable, "-m", "cxr.train", "-m", *overrides, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'runs'}",
+           "hydra.sweep.subdir=${cxr_run_id:}", "++skip_finished=true", f"paths.log_dir={tmp_path / 'logs'}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = {run_id(compose([*overrides, f"seed={s}"])) for s in (0, 1)}
+    folders = {p.parent.name for p in (tmp_path / "runs").glob("*/metrics.json")}
+    assert folders == expected
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/metrics.json")}
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    logs = "".join(Path(tmp_path / "runs" / f / "train.log").read_text() for f in expected)
+    assert logs.count("skipped (skip_finished=true)") == 2
+    assert json.loads(next(iter(stamps)).read_text())["params"] > 0
