@@ -101,4 +101,5 @@ class PeakRSS:
         return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
     def growth(self) -> float:
-        return (self._status("VmHWM") if self.linux else self._maxrss()) - self.start
+        """MB above the resident memory at start; 0 when pages freed meanwhile kept the peak below it."""
+        return max(0.0, (self._status("VmHWM") if self.linux else self._maxrss()) - self.start)
