@@ -129,3 +129,56 @@ def test_multirun_names_job_folders_by_run_id_and_a_rerun_skips_them(ped_cxr_dir
     logs = "".join(Path(tmp_path / "runs" / f / "train.log").read_text() for f in expected)
     assert logs.count("skipped (skip_finished=true)") == 2
     assert json.loads(next(iter(stamps)).read_text())["params"] > 0
+
+
+TINY = dict(description="tiny test profile", seeds=(0,), folds=(0,), synthetic=None,
+            classification=("trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                            "datamodule.image_size=32", "datamodule.batch_size=8", "datamodule.num_workers=0",
+                            "trainer.enable_progress_bar=false"),
+            detection=("trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
+                       "datamodule.image_size=64", "datamodule.batch_size=4", "datamodule.num_workers=0",
+                       "model.encoder=resnet18", "model.fpn_channels=16", "trainer.enable_progress_bar=false"))
+
+
+@pytest.mark.slow
+def test_reproduce_end_to_end_then_a_rerun_launches_nothing(ped_cxr_dir, tmp_path, monkeypatch, capsys):
+    from cxr import reproduce
+
+    monkeypatch.setitem(reproduce.PROFILES, "tiny", reproduce.Profile(name="tiny", **TINY))
+    args = ["--profile", "tiny", "--tables", "go2020_table2", "--data-root", str(ped_cxr_dir.parent),
+            "--out", str(tmp_path / "out")]
+    reproduce.main(args)
+    first = capsys.readouterr().out
+    assert "2 new" in first and "sweep done" in first
+    out = tmp_path / "out"
+    table = (out / "go2020_table2.md").read_text()
+    assert "| without DA | 1/1 |" in table and "| with DA (paper_da) | 1/1 |" in table and "tiny test profile" in table
+    assert (out / "go2020_table2_curves.png").is_file() and (out / "tables.md").is_file()
+    index = (out / "index.csv").read_text().splitlines()
+    assert len(index) == 3 and all(line.endswith(",finished") for line in index[1:])
+
+    reproduce.main(args)
+    again = capsys.readouterr().out
+    assert "2 finished" in again and "sweep done" not in again
+
+
+@pytest.mark.slow
+def test_postprocess_sweep_scores_single_model_and_ensemble_with_and_without_shrink(rsna_dir, tmp_path):
+    from cxr.reproduce import NMS_GRID, SCORE_GRID, postprocess_sweep
+    from cxr.tables import postprocess_table
+
+    jobs = []
+    for row in ("none", "light"):
+        overrides = merge_overrides(["experiment=gabruseva2020_augment", f"augment={row}",
+                                     f"datamodule.data_dir={rsna_dir}", f"datamodule.cache_dir={tmp_path / 'c'}"],
+                                    TINY["detection"])
+        job = Job("t", row, tuple(overrides), (), "0", run_id=f"run_{row}")
+        run(compose(overrides, output_dir=tmp_path / "runs" / job.run_id))
+        jobs.append(job)
+    sweep = postprocess_sweep(jobs, tmp_path / "runs", rsna_dir, "none", cache_dir=tmp_path / "c")
+    assert sweep["setting"].nunique() == 4  # single / ensemble, each with and without box shrink
+    assert len(sweep) == 4 * len(NMS_GRID) * len(SCORE_GRID)
+    assert sweep["rsna_map"].between(0, 1).all() and set(sweep["fold"]) == {0}
+    assert list((tmp_path / "runs").glob("postprocess-*.csv"))  # cached for the next call
+    numbers, _ = postprocess_table(sweep)
+    assert len(numbers) == 4
