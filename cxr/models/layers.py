@@ -29,24 +29,35 @@ class ConvBNReLU(nn.Sequential):
 
 
 class DepthwiseSeparableConv(nn.Sequential):
-    """MobileNet-v1 separable convolution: depthwise 3x3 -> BN -> ReLU [-> 2x2 max-pool] -> pointwise 1x1 -> BN -> ReLU.
+    """MobileNet-v1 separable convolution: depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU, optionally with a 2x2 max-pool.
 
-    Maps float32 (B, in_chs, H, W) -> (B, out_chs, H, W), or (B, out_chs, H // 2, W // 2) with
-    ``pool=True``. The depthwise half sees 3x3 neighbourhoods per channel, the pointwise half mixes
-    channels per pixel, so a standard 3x3 conv costing ``9*in_chs*out_chs`` multiply-adds per pixel
-    becomes ``9*in_chs + in_chs*out_chs``. Like MobileNet, which downsamples with a stride-2
-    depthwise conv, a pooling block reduces resolution between the two halves so the pointwise conv
-    (the bulk of the work) runs on the pooled map and no ``out_chs``-wide tensor is ever built at
-    full resolution.
+    Maps float32 (B, in_chs, H, W) -> (B, out_chs, H, W) with ``pool=None``, or
+    (B, out_chs, H // 2, W // 2) when the block pools. The depthwise half sees 3x3 neighbourhoods
+    per channel, the pointwise half mixes channels per pixel, so a standard 3x3 conv costing
+    ``9*in_chs*out_chs`` multiply-adds per pixel becomes ``9*in_chs + in_chs*out_chs``.
+
+    Where the pool goes decides what runs at full resolution:
+
+    - ``"before"``: pool the input, then both halves run on the pooled map. The cheapest choice
+      when the input is wide, as it is inside a network: on CPU these blocks are memory-bound, and
+      a wide depthwise conv at full resolution costs more than its FLOPs suggest.
+    - ``"between"``: depthwise conv at full resolution, pool, pointwise conv on the pooled map.
+      For a block that sees the image itself: the learned 3x3 filter gets every input pixel, and
+      on a 1- or 3-channel input the full-resolution depthwise conv costs next to nothing.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, pool: bool = False) -> None:
-        layers: list[nn.Module] = [
+    POOLS = (None, "before", "between")
+
+    def __init__(self, in_chs: int, out_chs: int, pool: str | None = None) -> None:
+        if pool not in self.POOLS:
+            raise ValueError(f"pool must be one of {self.POOLS}, got {pool!r}")
+        layers: list[nn.Module] = [nn.MaxPool2d(2)] if pool == "before" else []
+        layers += [
             nn.Conv2d(in_chs, in_chs, 3, padding=1, groups=in_chs, bias=False),
             nn.BatchNorm2d(in_chs),
             nn.ReLU(inplace=True),
         ]
-        if pool:
+        if pool == "between":
             layers.append(nn.MaxPool2d(2))
         layers += [nn.Conv2d(in_chs, out_chs, 1, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True)]
         super().__init__(*layers)

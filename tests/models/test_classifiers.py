@@ -122,11 +122,25 @@ def test_plain_cnn_counts_19_keras_layers():
 
 
 def test_depthwise_separable_conv_params_and_shape():
-    block = DepthwiseSeparableConv(4, 8, pool=True)
-    # depthwise 4*9, BN(4) 2*4, pointwise 4*8, BN(8) 2*8
-    assert sum(p.numel() for p in block.parameters()) == 36 + 8 + 32 + 16
-    assert block(torch.randn(2, 4, 10, 12)).shape == (2, 8, 5, 6)
-    assert DepthwiseSeparableConv(4, 8)(torch.randn(2, 4, 10, 12)).shape == (2, 8, 10, 12)
+    x = torch.randn(2, 4, 10, 12)
+    for pool in ("before", "between"):
+        block = DepthwiseSeparableConv(4, 8, pool=pool)
+        # depthwise 4*9, BN(4) 2*4, pointwise 4*8, BN(8) 2*8
+        assert sum(p.numel() for p in block.parameters()) == 36 + 8 + 32 + 16
+        assert block(x).shape == (2, 8, 5, 6)
+    assert DepthwiseSeparableConv(4, 8)(x).shape == (2, 8, 10, 12)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        DepthwiseSeparableConv(4, 8, pool="after")
+
+
+def test_depthwise_stage_pools_before_its_wide_layers():
+    """Only the first stage's depthwise conv sees full resolution; later ones see the pooled map."""
+    model = DepthwiseCNN(widths=(8, 8, 8))
+    sizes = []
+    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)):
+        conv.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[-1]))
+    model(torch.randn(1, 1, 64, 64))
+    assert sizes == [64, 16, 8]
 
 
 def test_depthwise_cnn_separable_choices():
