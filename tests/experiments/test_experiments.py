@@ -91,3 +91,12 @@ def test_optuna_search_runs_trials_and_reports_the_best(ped_cxr_dir, tmp_path):
     assert set(result["best_params"]) == {"task.optimizer.lr", "model.drop_rate", "datamodule.batch_size"}
     assert result["best_value"] > 0  # a validation loss
     assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+
+
+def test_an_experiment_can_set_run_level_values(tmp_path):
+    """train.yaml's own values (name, seed, ...) come first in its defaults, so experiments override them."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nname: my_study\nseed: 7\n")
+    cfg = compose([f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine"])
+    assert (cfg.name, cfg.seed) == ("my_study", 7)
+    assert compose(["model=depthwise_cnn"]).name == "ped_cxr-depthwise_cnn"
