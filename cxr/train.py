@@ -151,8 +151,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_scalars({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}))
     confusion = getattr(task, "confusion", {})
     result = {**metrics, **{f"{stage}/confusion_matrix": m for stage, m in confusion.items()}}
-    _write_atomic(output_dir / "metrics.json", json.dumps(result, indent=2, sort_keys=True))
-    log.info("metrics written to %s", output_dir / "metrics.json")
+    if trainer.is_global_zero:  # under DDP every rank gets the same synced metrics; one writes them
+        _write_atomic(output_dir / "metrics.json", json.dumps(result, indent=2, sort_keys=True))
+        log.info("metrics written to %s", output_dir / "metrics.json")
     return metrics
 
 

@@ -23,6 +23,8 @@ def test_ddp_two_cpu_processes(ped_cxr_dir, tmp_path):
     log = (tmp_path / "run" / "train.log").read_text() + done.stdout + done.stderr
     assert "distributed_backend=gloo" in log
     assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log
+    assert "[rank: 1]" in log  # both ranks log to the run's train.log, but only rank 0 writes metrics.json
+    assert (tmp_path / "run" / "train.log").read_text().count("metrics written to") == 1
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"test/recall_macro", "train_time_s"} <= set(metrics)
     assert not (tmp_path / "logs").exists()  # the second rank reused the run folder, no stray one
