@@ -403,8 +403,11 @@ def read_submission(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
         raise FileNotFoundError(f"{path}: no such file")
     df = _read_csv(path, ("patientId", "PredictionString"))
     out = {}
-    for pid, text in zip(df["patientId"], df["PredictionString"].fillna(""), strict=True):
-        values = np.array(str(text).split(), np.float32)
+    for pid, text in zip(df["patientId"], df["PredictionString"], strict=True):
+        try:
+            values = np.array([] if pd.isna(text) else str(text).split(), np.float32)  # empty cell: no boxes
+        except ValueError:
+            raise ValueError(f"{path}: PredictionString of {pid} is not numbers: {str(text)[:80]!r}") from None
         if len(values) % 5:
             raise ValueError(f"{path}: PredictionString of {pid} has {len(values)} numbers, not groups of 5")
         values = values.reshape(-1, 5)

@@ -291,3 +291,6 @@ def test_submission_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("patientId,PredictionString\na,0.5 1 2 3\n")
     with pytest.raises(ValueError, match=r"bad\.csv.*a has 4 numbers"):
         read_submission(tmp_path / "bad.csv")
+    (tmp_path / "words.csv").write_text("patientId,PredictionString\nb,0.5 1 2 3 x\n")
+    with pytest.raises(ValueError, match=r"words\.csv: PredictionString of b is not numbers: '0.5 1 2 3 x'"):
+        read_submission(tmp_path / "words.csv")
