@@ -145,3 +145,46 @@ def test_fold_batch_norm_keeps_outputs_and_removes_every_bn(name):
     assert fold_batch_norm(model) is model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_trainer_fast_on_a_gpu_trains_in_bf16_with_channels_last(ped_cxr_dir, tmp_path):
+    """The GPU path end to end: bf16 autocast, channels_last and a finite test loss."""
+    from cxr.train import run
+
+    cfg = compose(
+        [
+            f"datamodule.data_dir={ped_cxr_dir}",
+            "datamodule.image_size=64",
+            "datamodule.batch_size=8",
+            "datamodule.num_workers=2",
+            "datamodule.pin_memory=true",
+            f"datamodule.cache_dir={tmp_path / 'cache'}",
+            "model=depthwise_cnn",
+            "trainer=fast",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+        ],
+        output_dir=tmp_path / "run",
+    )
+    assert cfg.trainer.precision == "bf16-mixed"
+    metrics = run(cfg)
+    assert torch.isfinite(torch.tensor(metrics["test/loss"])) and metrics["epochs"] == 2
+
+
+@needs_cuda
+def test_bf16_autocast_keeps_a_classifier_close_to_fp32_on_a_gpu():
+    from cxr.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("depthwise_cnn", widths=[16, 16, 16], hidden=16).cuda().eval()
+    x = torch.randn(4, 1, 64, 64, device="cuda")
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            half = model.to(memory_format=CL)(x.contiguous(memory_format=CL))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), full, atol=0.05, rtol=0.05)
