@@ -63,10 +63,10 @@ class Member:
 
 def _class_names(meta: dict, task: str) -> tuple[str, ...]:
     if task == "detection":
-        from cxr.data.rsna import CLASS_NAMES
+        from cxr.data.rsna_labels import CLASS_NAMES
 
         return CLASS_NAMES
-    from cxr.data.ped_cxr import BINARY_CLASSES, THREE_CLASSES
+    from cxr.data.ped_cxr_files import BINARY_CLASSES, THREE_CLASSES
 
     return THREE_CLASSES if meta["datamodule"].get("labels") == "three_class" else BINARY_CLASSES
 

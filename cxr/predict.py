@@ -217,7 +217,7 @@ def run_prediction(members: Sequence[Member], files: Sequence[Path], out: str | 
     """Predict on ``files`` with the ensemble of ``members`` and write ``out/predictions.csv`` (and, for
     detection, ``out/submission.csv``; with ``overlays``, PNGs in ``out/overlays``). Returns the
     predictions table. Unreadable files get a row with their ``error``; the rest go on."""
-    from cxr.data.rsna import write_submission
+    from cxr.data.submission import write_submission
 
     out = Path(out)
     overlay_dir = out / "overlays" if overlays else None

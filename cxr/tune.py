@@ -81,7 +81,7 @@ def _loader(member: Member, data_dir: Path, overrides: dict, cache: dict):
 def detection_predictions(members: Sequence[Member], data_dir: str | Path, **overrides) -> tuple[dict, dict]:
     """Out-of-fold raw detections: ``({patientId: [(member index, detections)]}, {patientId: target})``,
     boxes x1y1x2y2 in original pixels."""
-    from cxr.data.rsna import to_original
+    from cxr.data.boxes import to_original
 
     predictions, targets, cache = defaultdict(list), {}, {}
     for k, member in enumerate(members):

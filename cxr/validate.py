@@ -15,7 +15,6 @@ import difflib
 import importlib
 import inspect
 import math
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,11 +186,12 @@ def _check_target(node: dict, path: str, injected: set[str]) -> None:
 
 
 def _layout(datamodule: dict) -> str:
+    """The datamodule class's ``LAYOUT`` (its expected folder layout) as one line, or ""."""
     try:
-        module = sys.modules[_locate(str(datamodule["_target_"])).__module__]
+        layout = getattr(_locate(str(datamodule["_target_"])), "LAYOUT", "")
     except Exception:
         return ""
-    lines = [" ".join(line.split()) for line in str(getattr(module, "LAYOUT", "")).splitlines() if line.strip()]
+    lines = [" ".join(line.split()) for line in str(layout).splitlines() if line.strip()]
     return f"; {lines[0]} {', '.join(lines[1:])}".rstrip() if lines else ""
 
 

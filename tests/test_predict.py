@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cxr.data.rsna import read_submission
+from cxr.data.submission import read_submission
 from cxr.models import create_model
 from cxr.overlays import grad_cam, last_feature_conv
 from cxr.postprocess import PostprocessSettings

@@ -45,7 +45,8 @@ def bench_pipeline(data: dict[str, Path], s: Settings) -> list[dict]:
     from cxr.data.dicom import read_dicom
     from cxr.data.image_io import read_image
     from cxr.data.ped_cxr import PedChestXrayDataModule
-    from cxr.data.rsna import TRAIN_DIR, RSNADataModule, collate_detection
+    from cxr.data.rsna import RSNADataModule, collate_detection
+    from cxr.data.rsna_labels import TRAIN_DIR
 
     jpegs = sorted(data["ped_cxr"].rglob("*.jpeg"))[: s.n_files]
     dicoms = sorted((data["rsna"] / TRAIN_DIR).glob("*.dcm"))[: s.n_files]

@@ -32,7 +32,8 @@ from cxr.config import compose
 from cxr.data.dicom import DicomReadError, read_dicom
 from cxr.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from cxr.data.ped_cxr import PedChestXrayDataModule
-from cxr.data.rsna import RSNADataModule, read_annotations
+from cxr.data.rsna import RSNADataModule
+from cxr.data.rsna_labels import read_annotations
 from cxr.train import run
 
 UNUSUAL = "dätä sets/chest x-ray ü 肺"  # spaces and non-ASCII in every folder name
@@ -95,7 +96,7 @@ def test_files_without_an_image_suffix_and_sub_folders_are_counted(ped_cxr_dir: 
     (root / "test" / "NORMAL" / "IM-0002-0001.webp").write_bytes(b"RIFF")
     (root / "train" / "NORMAL" / ".DS_Store").write_bytes(b"\0")
     (root / "train" / "NORMAL" / "batch2").mkdir()  # images one level too deep are not read
-    with caplog.at_level(logging.WARNING, logger="cxr.data.ped_cxr"):
+    with caplog.at_level(logging.WARNING, logger="cxr.data.ped_cxr_files"):
         PedChestXrayDataModule(root, image_size=32, cache_dir=tmp_path / "cache").setup()
     assert any("ignored 3 sub-folder(s) or file(s) without an image suffix" in m and "IM-0001-0001.dcm" in m
                for m in caplog.messages)
@@ -189,7 +190,7 @@ def test_rsna_csv_with_text_in_numbers_and_empty_ids(rsna_dir: Path, tmp_path: P
     labels = pd.concat([labels, pd.DataFrame([{"patientId": "", "x": "1", "y": "1", "width": "5", "height": "5",
                                                "Target": "1"}])], ignore_index=True)
     labels.to_csv(root / "stage_2_train_labels.csv", index=False)
-    with caplog.at_level(logging.WARNING, logger="cxr.data.rsna"):
+    with caplog.at_level(logging.WARNING, logger="cxr.data.rsna_labels"):
         table = read_annotations(root)
     text = caplog.text
     assert f"1 non-numeric value(s) in column 'width', e.g. ['12px'] (CSV line(s) {positive[0] + 2})" in text
