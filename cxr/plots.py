@@ -83,7 +83,7 @@ def training_curves(runs: Mapping[str, Sequence[str | Path | None]],
 def nms_curves(sweep: pd.DataFrame, path: str | Path, title: str) -> Path | None:
     """Gabruseva et al.'s Fig. 8: RSNA mAP (best score threshold) against NMS threshold, one line per
     setting, mean over folds with a ±1 std band. ``sweep``: columns fold, setting, nms_thresh,
-    score_thresh, rsna_map (:func:`cxr.reproduce.postprocess_sweep`)."""
+    score_thresh, rsna_map (:func:`cxr.reproduce.postprocess.postprocess_sweep`)."""
     from matplotlib.figure import Figure
 
     if sweep.empty:

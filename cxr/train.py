@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cxr.config import CONFIG_DIR, build_augment, register_resolvers
-from cxr.reproduce import finished_metrics, register_run_id_resolver
+from cxr.runs import finished_metrics, register_run_id_resolver
 
 log = logging.getLogger(__name__)
 register_resolvers()

@@ -9,7 +9,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from cxr.config import CONFIG_DIR, compose
-from cxr.reproduce import PROFILES, merge_overrides
+from cxr.reproduce.plan import merge_overrides
+from cxr.reproduce.profiles import PROFILES
 from cxr.tables import TABLES
 from cxr.train import run
 

@@ -1,4 +1,5 @@
-"""Run identity, skip-finished and planning of ``cxr-reproduce``."""
+"""Planning, sweeps, post-processing and the end-to-end driver of ``cxr-reproduce``; multirun job
+folders named by run id (run identity itself: ``tests/test_runs.py``)."""
 
 import json
 import os
@@ -7,20 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from cxr.config import compose
-from cxr.reproduce import (
-    PROFILES,
-    Job,
-    config_fingerprint,
-    finished_metrics,
-    job_status,
-    merge_overrides,
-    plan,
-    run_id,
-    sweep_commands,
-)
+from cxr.reproduce.plan import Job, merge_overrides, plan, sweep_commands
+from cxr.reproduce.profiles import PROFILES
+from cxr.runs import run_id
 from cxr.tables import TABLES, Metric, Row, Table, table_by_name
 from cxr.train import run
 
@@ -29,47 +21,6 @@ def _tiny(data_dir, tmp_path, *extra):
     return [f"datamodule.data_dir={data_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
             "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=debug",
             "trainer.enable_progress_bar=false", *extra]
-
-
-def test_run_id_follows_what_a_run_computes(tmp_path):
-    base = ["experiment=go2020_table2", "trainer=cpu"]
-    same = run_id(compose(base))
-    assert run_id(compose(base)) == same and len(same) == 12
-    # where it writes, caches and logs, and how many loader workers: same run
-    assert run_id(compose([*base, "paths.log_dir=/elsewhere", "datamodule.num_workers=7",
-                           "datamodule.cache_dir=/c", "logger=tensorboard", "ckpt_path=null"])) == same
-    # anything that changes the result: another run
-    for other in ("seed=1", "augment=paper_da", "task.optimizer.lr=0.001", "datamodule.image_size=64"):
-        assert run_id(compose([*base, other])) != same, other
-    fingerprint = config_fingerprint(compose(base))
-    assert fingerprint["model._target_"] == "cxr.models.PlainCNN" and fingerprint["seed"] == 0
-    assert not any(k.startswith(("hydra", "paths", "callbacks")) for k in fingerprint)
-
-
-def test_the_run_folders_config_has_the_same_id_and_skip_finished_skips(ped_cxr_dir, tmp_path, monkeypatch):
-    cfg = compose(_tiny(ped_cxr_dir, tmp_path), output_dir=tmp_path / "run")
-    assert job_status(tmp_path / "run") == "new"
-    metrics = run(cfg)
-    assert run_id(OmegaConf.load(tmp_path / "run" / "config.yaml")) == run_id(cfg)
-    assert finished_metrics(tmp_path / "run", cfg)["params"] == metrics["params"]
-    assert job_status(tmp_path / "run") == "finished"
-
-    import pytorch_lightning as pl
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished run was trained again")
-
-    monkeypatch.setattr(pl.Trainer, "fit", no_training)
-    again = run(compose(_tiny(ped_cxr_dir, tmp_path, "++skip_finished=true"), output_dir=tmp_path / "run"))
-    assert again["params"] == metrics["params"] and again["test/recall"] == metrics["test/recall"]
-    # another config in the same folder is not "finished": it would run
-    assert finished_metrics(tmp_path / "run", compose(_tiny(ped_cxr_dir, tmp_path, "seed=3"))) is None
-
-
-def test_interrupted_run_is_recognised(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
-    assert job_status(tmp_path) == "interrupted"
 
 
 def test_merge_overrides_keeps_the_last_value_per_key():
@@ -142,12 +93,13 @@ TINY = dict(description="tiny test profile", seeds=(0,), folds=(0,), synthetic=N
 
 @pytest.mark.slow
 def test_reproduce_end_to_end_then_a_rerun_launches_nothing(ped_cxr_dir, tmp_path, monkeypatch, capsys):
-    from cxr import reproduce
+    from cxr.reproduce import main
+    from cxr.reproduce.profiles import Profile
 
-    monkeypatch.setitem(reproduce.PROFILES, "tiny", reproduce.Profile(name="tiny", **TINY))
+    monkeypatch.setitem(PROFILES, "tiny", Profile(name="tiny", **TINY))
     args = ["--profile", "tiny", "--tables", "go2020_table2", "--data-root", str(ped_cxr_dir.parent),
             "--out", str(tmp_path / "out")]
-    reproduce.main(args)
+    main(args)
     first = capsys.readouterr().out
     assert "2 new" in first and "sweep done" in first
     out = tmp_path / "out"
@@ -157,14 +109,14 @@ def test_reproduce_end_to_end_then_a_rerun_launches_nothing(ped_cxr_dir, tmp_pat
     index = (out / "index.csv").read_text().splitlines()
     assert len(index) == 3 and all(line.endswith(",finished") for line in index[1:])
 
-    reproduce.main(args)
+    main(args)
     again = capsys.readouterr().out
     assert "2 finished" in again and "sweep done" not in again
 
 
 @pytest.mark.slow
 def test_postprocess_sweep_scores_single_model_and_ensemble_with_and_without_shrink(rsna_dir, tmp_path):
-    from cxr.reproduce import NMS_GRID, SCORE_GRID, postprocess_sweep
+    from cxr.reproduce.postprocess import NMS_GRID, SCORE_GRID, postprocess_sweep
     from cxr.tables import postprocess_table
 
     jobs = []
