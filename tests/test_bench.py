@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr.bench import models, report, targets, timing
+from cxr.bench import fed, models, report, targets, timing
 from cxr.bench.cli import run, write
 from cxr.bench.settings import Settings
 from cxr.models import create_model
@@ -37,6 +37,46 @@ def test_peak_rss_sees_a_new_allocation():
     block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
     assert peak.growth() >= 60
     del block
+
+
+def test_placement_puts_model_and_batches_in_its_format_and_precision():
+    cpu = timing.Placement()
+    assert (cpu.device, cpu.bf16, cpu.channels_last, cpu.cuda) == ("cpu", False, False, False)
+    cpu.sync()  # nothing to wait for on the CPU
+    on = timing.Placement("cpu", bf16=True, channels_last=True)
+    model = on.place(create_model("plain_cnn", **TINY))
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = on.inputs(torch.randn(2, 1, 8, 8))
+    assert x.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.float32
+    linear = torch.nn.Linear(3, 2)
+    with on.autocast():
+        assert linear(torch.randn(1, 3)).dtype == torch.bfloat16
+    with cpu.autocast():
+        assert linear(torch.randn(1, 3)).dtype == torch.float32
+
+
+def test_train_step_takes_one_optimiser_step_on_the_training_loss():
+    torch.manual_seed(0)
+    model = create_model("plain_cnn", **TINY).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, batch = torch.randn(4, 1, 16, 16), {"label": torch.tensor([0, 1, 0, 1])}
+    before = [p.detach().clone() for p in model.parameters()]
+    models.train_step(model, optimizer, x, batch, timing.Placement())
+    grads = [p.grad.clone() for p in model.parameters()]
+    for b, p, g in zip(before, model.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.detach(), b - 0.1 * g)  # plain SGD: w <- w - lr * d(loss)/dw
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_bench_fed_trains_from_a_loader_and_reports_its_placement():
+    dataset = [{"image": torch.randn(1, 16, 16), "label": i % 2} for i in range(4)]
+    on = timing.Placement("cpu", channels_last=True)
+    row = fed.bench_fed("plain_cnn", TINY, dataset, None, workers=0, batch_size=2, steps=3, on=on)
+    assert (row["device"], row["bf16"], row["channels_last"]) == ("cpu", False, True)
+    assert (row["steps"], row["batch_size"], row["gpu_util"]) == (3, 2, None)
+    assert row["images_per_s"] > 0 and 0 < row["busy"] <= 1
+    assert row["busy"] == pytest.approx(row["busy_s"] / (row["busy_s"] + row["wait_s"]))
 
 
 @pytest.mark.parametrize("name", ["depthwise_cnn", "plain_cnn"])

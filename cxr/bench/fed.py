@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import statistics
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from cxr.bench.models import training_loss
+from cxr.bench.models import train_step
 from cxr.bench.pipeline import load_augment, repeat
 from cxr.bench.settings import CLASSIFIERS, Settings
+from cxr.bench.timing import Placement
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +27,18 @@ def bench_fed(
     workers: int,
     batch_size: int,
     steps: int,
-    device: str = "cpu",
-    bf16: bool = False,
-    channels_last: bool = False,
+    on: Placement,
     warmup: int = 1,
 ) -> dict:
     """Train ``name`` from a real augmented loader: images/s and the fraction of time the model computes
     (``busy``; the rest is waiting for the loader). With CUDA, ``gpu_util`` is NVML's mean utilisation
-    (None without pynvml)."""
+    (None without pynvml). The row names the placement as ``device``, ``bf16`` and ``channels_last``."""
     from torch.utils.data import DataLoader
 
     from cxr.models import create_model
 
-    dev = torch.device(device)
-    cuda = dev.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    torch.backends.cudnn.benchmark = True
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    model = create_model(name, **kwargs).to(dev).to(memory_format=fmt).train()
+    model = on.place(create_model(name, **kwargs)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     loader = DataLoader(
         repeat(dataset, (warmup + steps) * batch_size),
@@ -51,7 +46,7 @@ def bench_fed(
         shuffle=False,
         num_workers=workers,
         collate_fn=collate,
-        pin_memory=cuda,
+        pin_memory=on.cuda,
         drop_last=True,
     )
     wait = busy = 0.0
@@ -60,19 +55,15 @@ def bench_fed(
     for i in range(warmup + steps):
         start = time.perf_counter()
         batch = next(it)
-        x = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=fmt)
+        x = on.inputs(batch["image"], non_blocking=True)
         got = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = training_loss(model, x, batch)
-        loss.backward()
-        optimizer.step()
-        sync()
+        train_step(model, optimizer, x, batch, on)
+        on.sync()
         if i >= warmup:
             wait, busy = wait + got - start, busy + time.perf_counter() - got
-            if cuda:
+            if on.cuda:
                 try:
-                    util.append(float(torch.cuda.utilization(dev)))
+                    util.append(float(torch.cuda.utilization(on.torch_device)))
                 except Exception:  # needs pynvml
                     pass
     total = wait + busy
@@ -81,9 +72,7 @@ def bench_fed(
         "workers": workers,
         "batch_size": batch_size,
         "steps": steps,
-        "device": device,
-        "bf16": bf16,
-        "channels_last": channels_last,
+        **dataclasses.asdict(on),
         "images_per_s": steps * batch_size / total,
         "busy": busy / total,
         "wait_s": wait,
@@ -102,18 +91,15 @@ def bench_fed_all(data: dict[str, Path], s: Settings) -> list[dict]:
         data["ped_cxr"], image_size=s.cls_size, augment=load_augment(s.augment[0]), cache_dir=data["cache"]
     )
     dm.setup()
-    jobs = [("cpu", False, False, 2, m, {}, s.train_batch, s.fed_steps) for m in s.fed_models]
+    cpu, gpu = Placement("cpu"), Placement("cuda", bf16=True, channels_last=True)
+    jobs = [(cpu, 2, m, {}, s.train_batch, s.fed_steps) for m in s.fed_models]
     if s.gpu:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
         for workers in dict.fromkeys((2, min(8, cores))):
-            jobs += [
-                ("cuda", True, True, workers, m, {}, s.gpu_train_batch, s.gpu_fed_steps) for m in CLASSIFIERS
-            ]
+            jobs += [(gpu, workers, m, {}, s.gpu_train_batch, s.gpu_fed_steps) for m in CLASSIFIERS]
             jobs += [
                 (
-                    "cuda",
-                    True,
-                    True,
+                    gpu,
                     workers,
                     "retinanet",
                     {"encoder": enc, "image_size": s.det_size},
@@ -123,13 +109,13 @@ def bench_fed_all(data: dict[str, Path], s: Settings) -> list[dict]:
                 for enc in s.encoders[:1]
             ]
     rsna = None
-    if any(job[4] == "retinanet" for job in jobs):
+    if any(job[2] == "retinanet" for job in jobs):
         rsna = RSNADataModule(
             data["rsna"], image_size=s.det_size, augment=load_augment(s.augment[1]), cache_dir=data["cache"]
         )
         rsna.setup("fit")
     rows = []
-    for device, bf16, cl, workers, name, kwargs, batch, steps in jobs:
+    for on, workers, name, kwargs, batch, steps in jobs:
         dataset, collate = (
             (rsna.train_set, collate_detection)
             if name == "retinanet"
@@ -143,17 +129,15 @@ def bench_fed_all(data: dict[str, Path], s: Settings) -> list[dict]:
             workers,
             batch,
             steps,
-            device,
-            bf16,
-            cl,
-            warmup=1 if device == "cpu" else s.gpu_warmup,
+            on,
+            warmup=1 if on.device == "cpu" else s.gpu_warmup,
         )
         row["label"] = f"retinanet/{kwargs['encoder']}" if name == "retinanet" else name
         rows.append(row)
         log.info(
             "fed %s on %s, %d workers: %.1f images/s, busy %.0f%%",
             row["label"],
-            device,
+            on.device,
             workers,
             row["images_per_s"],
             100 * row["busy"],

@@ -13,7 +13,7 @@ import torch
 
 from cxr.bench.settings import Settings
 from cxr.bench.targets import config_label
-from cxr.bench.timing import PeakRSS, throughput, time_runs
+from cxr.bench.timing import PeakRSS, Placement, throughput, time_runs
 from cxr.speed import fold_batch_norm
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,21 @@ def training_loss(model: torch.nn.Module, images: torch.Tensor, batch: dict) -> 
     return loss
 
 
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    batch: dict,
+    placement: Placement,
+) -> None:
+    """One optimiser step on :func:`training_loss` in ``placement``'s precision; does not wait for the device."""
+    optimizer.zero_grad(set_to_none=True)
+    with placement.autocast():
+        loss = training_loss(model, images, batch)
+    loss.backward()
+    optimizer.step()
+
+
 def bench_model(
     name: str,
     kwargs: dict,
@@ -76,29 +91,19 @@ def bench_model(
         raise ValueError(f"phase must be 'infer' or 'train', got {phase!r}")
     if fold_bn and phase == "train":
         raise ValueError("fold_bn is for inference only")
-    dev = torch.device(device)
-    cuda = dev.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    torch.backends.cudnn.benchmark = True  # as trainer=fast: fixed input sizes, autotuned kernels
+    on = Placement(device, bf16, channels_last)
     rss = PeakRSS()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(dev)
+    if on.cuda:
+        torch.cuda.reset_peak_memory_stats(on.torch_device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = create_model(name, **kwargs).to(dev)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = on.place(create_model(name, **kwargs))
     in_chans = int(kwargs.get("in_chans", 1))
     task = "detection" if name == "retinanet" else "classification"
-
-    def autocast() -> torch.autocast:
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
-
     out: dict = {"phase": phase, "params": count_params(model)}
 
     def images(b: int) -> torch.Tensor:
-        x = torch.randn(b, in_chans, image_size, image_size, generator=gen)
-        return x.to(dev).contiguous(memory_format=fmt)
+        return on.inputs(torch.randn(b, in_chans, image_size, image_size, generator=gen))
 
     if phase == "infer":
         model.eval()
@@ -115,12 +120,12 @@ def bench_model(
             x = images(b)
 
             def forward(x=x):
-                with torch.no_grad(), autocast():
+                with torch.no_grad(), on.autocast():
                     model(x)
 
             # Single images take milliseconds to a second and are the noisiest figure: 3× the repeats.
             reps, warm = (3 * repeats, 2 * warmup) if b == 1 else (repeats, warmup)
-            out["infer"][str(b)] = throughput(b, time_runs(forward, reps, warm, sync))
+            out["infer"][str(b)] = throughput(b, time_runs(forward, reps, warm, on.sync))
     else:
         model.train()
         if compile:
@@ -128,17 +133,10 @@ def bench_model(
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
         b = batches[0]
         x, targets = images(b), fake_targets(task, b, image_size, gen)
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                loss = training_loss(model, x, targets)
-            loss.backward()
-            optimizer.step()
-
-        out["train"] = {"batch_size": b, **throughput(b, time_runs(step, repeats, warmup, sync))}
-    if cuda:
-        out["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        times = time_runs(lambda: train_step(model, optimizer, x, targets, on), repeats, warmup, on.sync)
+        out["train"] = {"batch_size": b, **throughput(b, times)}
+    if on.cuda:
+        out["peak_mem_mb"] = torch.cuda.max_memory_allocated(on.torch_device) / 2**20
     else:
         out["peak_mem_mb"] = rss.growth()
     return out

@@ -1,7 +1,9 @@
-"""Timing primitives and the machine description every figure carries."""
+"""Timing primitives: timed runs, throughput, peak memory, the device settings a timed model runs
+under (:class:`Placement`) and the machine description every figure carries."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import resource
@@ -42,6 +44,54 @@ def throughput(images: int, times: Sequence[float]) -> dict:
         "runs_s": [round(t, 6) for t in times],
         "images": images,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where and how a benchmarked model runs: ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``), bf16
+    autocast, channels_last memory format.
+
+    :meth:`sync` is what :func:`time_runs` needs (CUDA queues kernels, so the clock is read only after
+    they finish); :meth:`place` and :meth:`inputs` put a model and its batches on the device in the
+    memory format; :meth:`autocast` is the precision to run them in.
+    """
+
+    device: str = "cpu"
+    bf16: bool = False
+    channels_last: bool = False
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def cuda(self) -> bool:
+        return self.torch_device.type == "cuda"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def sync(self) -> None:
+        """Wait for the device's queued work (CUDA); nothing on the CPU."""
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on the device when ``bf16``, else a disabled one (fp32)."""
+        return torch.autocast(self.torch_device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` on the device in the memory format (in place; returned for chaining). Also turns on
+        cuDNN autotuning, as ``trainer=fast`` does: benchmarks use fixed input sizes."""
+        torch.backends.cudnn.benchmark = True
+        return model.to(self.torch_device).to(memory_format=self.memory_format)
+
+    def inputs(self, images: torch.Tensor, non_blocking: bool = False) -> torch.Tensor:
+        """A float32 (B, C, H, W) batch on the device in the memory format."""
+        return images.to(self.torch_device, non_blocking=non_blocking).contiguous(
+            memory_format=self.memory_format
+        )
 
 
 def machine_info() -> dict:

@@ -69,21 +69,13 @@ class DepthwiseCNN(ConvPoolClassifier):
         pool_size: int = 1,
         drop_rate: float = 0.5,
     ) -> None:
-        widths = check_widths(widths, in_chans)
+        widths = check_widths(widths, in_chans)  # before resolving `separable`, which needs the stage count
         flags = _resolve_separable(separable, len(widths))
-        ins = (in_chans, *widths[:-1])
-        stages: list[nn.Module] = [
-            DepthwiseSeparableConv(i, o, pool="between" if k == 0 else "before")
-            if sep
-            else nn.Sequential(ConvBNReLU(i, o), nn.MaxPool2d(2))
-            for k, (i, o, sep) in enumerate(zip(ins, widths, flags, strict=True))
-        ]
-        super().__init__(
-            stages,
-            num_features=widths[-1],
-            num_classes=num_classes,
-            hidden=hidden,
-            pool_size=pool_size,
-            drop_rate=drop_rate,
-        )
+
+        def stage(index: int, in_chs: int, out_chs: int) -> nn.Module:
+            if not flags[index]:
+                return nn.Sequential(ConvBNReLU(in_chs, out_chs), nn.MaxPool2d(2))
+            return DepthwiseSeparableConv(in_chs, out_chs, pool="between" if index == 0 else "before")
+
+        super().__init__(in_chans, widths, stage, num_classes, hidden, pool_size, drop_rate)
         self.separable = flags

@@ -2,12 +2,13 @@
 
 Both networks are the same skeleton (Go & Bissaliyeva's Keras "standard CNN"): a stack of stages,
 each a 3x3 conv block with one 2x2 max-pool, followed by a dense head. They differ only in the
-stages, so the skeleton lives here as :class:`ConvPoolClassifier` and each model file builds them.
+stages, so the skeleton lives here as :class:`ConvPoolClassifier` and each model file says how to
+build one stage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -64,28 +65,34 @@ class DepthwiseSeparableConv(nn.Sequential):
 
 
 class ConvPoolClassifier(nn.Module):
-    """``stages`` (each halves H and W), then average pool -> flatten -> dense -> ReLU -> dropout -> fc.
+    """``len(widths)`` stages (each halves H and W), then average pool -> flatten -> dense -> ReLU -> dropout -> fc.
+
+    Stage ``k`` is ``make_stage(k, in_chs, out_chs)``, which maps ``in_chans`` (k = 0) or
+    ``widths[k - 1]`` channels to ``widths[k]`` and must halve H and W; the stages are built in
+    order, before the head, so a seeded model initialises the same whatever the subclass.
 
     The adaptive average pool to a ``pool_size`` x ``pool_size`` grid is what lets any input size
     work: ``pool_size=1`` is global average pooling; with five stages at 200 px the last map is
     6x6, so ``pool_size=6`` equals the paper's Keras ``Flatten`` exactly at that size.
 
-    Input float32 (B, in_chans, H, W), H and W >= 2**len(stages) (32 for five stages).
+    Input float32 (B, in_chans, H, W), H and W >= 2**len(widths) (32 for five stages).
     Output logits float32 (B, num_classes). timm vocabulary: ``num_features`` (channels of the
-    ``forward_features`` map), ``head_hidden_size`` (= ``hidden``, what ``forward_head(x,
-    pre_logits=True)`` returns), ``forward_features``, ``forward_head``.
+    ``forward_features`` map, ``widths[-1]``), ``head_hidden_size`` (= ``hidden``, what
+    ``forward_head(x, pre_logits=True)`` returns), ``forward_features``, ``forward_head``.
     """
 
     def __init__(
         self,
-        stages: Sequence[nn.Module],
-        num_features: int,
+        in_chans: int,
+        widths: Sequence[int],
+        make_stage: Callable[[int, int, int], nn.Module],
         num_classes: int,
         hidden: int,
         pool_size: int,
         drop_rate: float,
     ) -> None:
         super().__init__()
+        widths = check_widths(widths, in_chans)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = one logit for BCE), got {num_classes}")
         if hidden < 1 or pool_size < 1:
@@ -93,13 +100,15 @@ class ConvPoolClassifier(nn.Module):
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
         self.num_classes = num_classes
-        self.num_features = num_features
+        self.num_features = widths[-1]
         self.head_hidden_size = hidden
-        self.min_size = 2 ** len(stages)
+        self.min_size = 2 ** len(widths)
+        ins = (in_chans, *widths[:-1])
+        stages = [make_stage(k, i, o) for k, (i, o) in enumerate(zip(ins, widths, strict=True))]
         self.stages = nn.Sequential(*stages)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(pool_size), nn.Flatten(1))
         self.pre_logits = nn.Sequential(
-            nn.Linear(num_features * pool_size * pool_size, hidden),
+            nn.Linear(self.num_features * pool_size * pool_size, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(drop_rate),
         )

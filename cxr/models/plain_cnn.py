@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from cxr.models.layers import ConvBNReLU, ConvPoolClassifier, check_widths
+from cxr.models.layers import ConvBNReLU, ConvPoolClassifier
 
 
 class PlainCNN(ConvPoolClassifier):
@@ -51,17 +51,7 @@ class PlainCNN(ConvPoolClassifier):
         pool_size: int = 1,
         drop_rate: float = 0.5,
     ) -> None:
-        widths = check_widths(widths, in_chans)
-        ins = (in_chans, *widths[:-1])
-        stages = [
-            nn.Sequential(ConvBNReLU(i, o, batch_norm=batch_norm), nn.MaxPool2d(2))
-            for i, o in zip(ins, widths, strict=True)
-        ]
-        super().__init__(
-            stages,
-            num_features=widths[-1],
-            num_classes=num_classes,
-            hidden=hidden,
-            pool_size=pool_size,
-            drop_rate=drop_rate,
-        )
+        def stage(index: int, in_chs: int, out_chs: int) -> nn.Module:
+            return nn.Sequential(ConvBNReLU(in_chs, out_chs, batch_norm=batch_norm), nn.MaxPool2d(2))
+
+        super().__init__(in_chans, widths, stage, num_classes, hidden, pool_size, drop_rate)

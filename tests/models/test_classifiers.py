@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cxr.models import CLASSIFIERS, MODELS, DepthwiseCNN, MobileNet, PlainCNN, create_model
-from cxr.models.layers import DepthwiseSeparableConv
+from cxr.models.layers import ConvPoolClassifier, DepthwiseSeparableConv
 from cxr.synth.phantom import chest_phantom, lung_boxes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +119,22 @@ def test_plain_cnn_counts_19_keras_layers():
     assert count(PlainCNN(batch_norm=False)) == 14
     first_conv = next(m for m in PlainCNN().modules() if isinstance(m, nn.Conv2d))
     assert first_conv.out_channels == 256
+
+
+def test_conv_pool_classifier_chains_one_stage_per_width():
+    calls = []
+
+    def stage(index, in_chs, out_chs):
+        calls.append((index, in_chs, out_chs))
+        return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, padding=1), nn.MaxPool2d(2))
+
+    model = ConvPoolClassifier(3, [8, 4, 6], stage, num_classes=2, hidden=5, pool_size=2, drop_rate=0.0)
+    assert calls == [(0, 3, 8), (1, 8, 4), (2, 4, 6)]
+    assert (model.num_features, model.min_size, model.head_hidden_size) == (6, 8, 5)
+    assert model.forward_features(torch.randn(1, 3, 16, 24)).shape == (1, 6, 2, 3)
+    assert model(torch.randn(1, 3, 16, 24)).shape == (1, 2)
+    with pytest.raises(ValueError, match="widths must be a non-empty"):
+        ConvPoolClassifier(3, [], stage, num_classes=2, hidden=5, pool_size=2, drop_rate=0.0)
 
 
 def test_depthwise_separable_conv_params_and_shape():
