@@ -3,8 +3,11 @@ config (``cxr-predict``, ``cxr-tune``, ``cxr-export``)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
-from collections.abc import Callable, Mapping, Sequence
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,26 @@ def require(args: Mapping[str, Any], keys: Sequence[str], prog: str) -> None:
     missing = [k for k in keys if not args.get(k)]
     if missing:
         raise SystemExit(f"{prog}: error: missing {' '.join(f'{k}=...' for k in missing)} (see {prog} --help)")
+
+
+def parse_command(argv: Sequence[str] | None, prog: str, usage: str, options: Mapping[str, Callable[[str], Any]],
+                  required: Sequence[str] = (), repeated: Sequence[str] = ()) -> dict[str, Any]:
+    """A tool's command line: :func:`parse_key_values` of ``argv`` (``sys.argv[1:]`` when None), then
+    :func:`require` of ``required``; then logs INFO and above to stderr as ``LEVEL name: message``."""
+    args = parse_key_values(sys.argv[1:] if argv is None else list(argv), prog, usage, options, repeated)
+    require(args, required, prog)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args
+
+
+@contextlib.contextmanager
+def exit_on_error(prog: str) -> Iterator[None]:
+    """Turn an OSError or ValueError (a missing file, a bad checkpoint or value) into a one-line
+    ``prog: error: ...`` exit."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"{prog}: error: {err}") from None
 
 
 def boolean(value: str) -> bool:

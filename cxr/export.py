@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cxr.cli import boolean, parse_key_values, require
+from cxr.cli import boolean, exit_on_error, parse_command
 from cxr.inference import Member, load_member
 from cxr.postprocess.settings import PostprocessSettings, find_settings
 
@@ -117,18 +116,14 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``cxr-export``: prints the written file's path."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_key_values(argv, "cxr-export", USAGE, {"ckpt": Path, "format": str, "out": Path, "opset": int,
-                                                        "check": boolean, "atol": float, "threshold": float})
-    require(args, ("ckpt",), "cxr-export")
+    args = parse_command(argv, "cxr-export", USAGE, {"ckpt": Path, "format": str, "out": Path, "opset": int,
+                                                     "check": boolean, "atol": float, "threshold": float},
+                         required=("ckpt",))
     if args.get("format", "onnx") not in FORMATS:
         raise SystemExit(f"cxr-export: error: format={args['format']!r} is not supported; choose from {FORMATS}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with exit_on_error("cxr-export"):
         path = export_onnx(args["ckpt"], args.get("out"), args.get("opset", 17), args.get("check", True),
                            args.get("atol", 1e-4), args.get("threshold"))
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"cxr-export: error: {err}") from None
     print(path)
 
 

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cxr.cli import boolean, expand, parse_key_values, require
+from cxr.cli import boolean, exit_on_error, expand, parse_command
 from cxr.inference import INPUT_SUFFIXES, Member, classify, detect, prepare, read_input
 from cxr.postprocess import adjust_box_sizes, average_probabilities, ensemble_detections
 from cxr.postprocess.settings import PostprocessSettings, find_settings
@@ -268,22 +267,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``cxr-predict`` (exits with a one-line error on bad arguments or checkpoints)."""
     from cxr.inference import load_members, resolve_device
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_key_values(argv, "cxr-predict", USAGE, {
+    args = parse_command(argv, "cxr-predict", USAGE, {
         "ckpt": str, "input": str, "out": Path, "device": str, "batch_size": int, "overlays": boolean,
         "postprocess": str, "nms": float, "score": float, "score_mode": str, "box_size": str, "shrink": float,
-        "scale": float, "threshold": float}, repeated=("ckpt", "input"))
-    require(args, ("ckpt", "input", "out"), "cxr-predict")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+        "scale": float, "threshold": float}, required=("ckpt", "input", "out"), repeated=("ckpt", "input"))
+    with exit_on_error("cxr-predict"):
         members = load_members(expand(args["ckpt"]), resolve_device(args.get("device", "auto")))
         files = list_inputs(args["input"])
         settings, source = resolve_settings(
             members, args.get("postprocess", "auto"), nms_thresh=args.get("nms"), score_thresh=args.get("score"),
             score_mode=args.get("score_mode"), box_size=args.get("box_size"), shrink=args.get("shrink"),
             percentile_scale=args.get("scale"), decision_threshold=args.get("threshold"))
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"cxr-predict: error: {err}") from None
     out = Path(args["out"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps({"checkpoints": [str(m.path) for m in members], "source": source,

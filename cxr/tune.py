@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import inspect
 import logging
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cxr.cli import expand, floats, parse_key_values, require
+from cxr.cli import exit_on_error, expand, floats, parse_command
 from cxr.inference import Member, classify, detect, load_members, resolve_device
 from cxr.postprocess import (
     PostprocessSettings,
@@ -174,16 +173,13 @@ def tune_thresholds(checkpoints: Sequence[str | Path], data_dir: str | Path, out
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``cxr-tune`` (exits with a one-line error on bad arguments, checkpoints or data)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_key_values(argv, "cxr-tune", USAGE, {
+    args = parse_command(argv, "cxr-tune", USAGE, {
         "ckpt": str, "data_dir": Path, "out": Path, "device": str, "batch_size": int, "num_workers": int,
         "cache_dir": str, "nms": floats, "scores": floats, "score_mode": str, "box_size": str, "shrink": float,
-        "scale": float, "target_recall": float}, repeated=("ckpt",))
-    require(args, ("ckpt", "data_dir"), "cxr-tune")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        "scale": float, "target_recall": float}, required=("ckpt", "data_dir"), repeated=("ckpt",))
     checkpoints = expand(args.pop("ckpt"))
     options = {k: args[k] for k in ("batch_size", "num_workers", "cache_dir") if k in args}
-    try:
+    with exit_on_error("cxr-tune"):
         members_task = load_members(checkpoints[:1])[0].task
         if members_task == "detection":
             options.update(nms_thresholds=args.get("nms", NMS_GRID), score_thresholds=args.get("scores", SCORE_GRID),
@@ -193,8 +189,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif "target_recall" in args:
             options["target_recall"] = args["target_recall"]
         tune_thresholds(checkpoints, args["data_dir"], args.get("out"), args.get("device", "auto"), **options)
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"cxr-tune: error: {err}") from None
 
 
 if __name__ == "__main__":
