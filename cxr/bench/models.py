@@ -195,9 +195,9 @@ def bench_models(s: Settings) -> list[dict]:
             det = name == "retinanet"
             size = s.det_size if det else s.cls_size
             infer = s.det_infer_batches_cpu if det and on_cpu else s.infer_batches
-            if on_cpu:  # RetinaNet takes 10-50 s per CPU step: fewer repeats (stated in the report)
+            if on_cpu:  # RetinaNet takes seconds to a minute per CPU step: fewer repeats (in the report)
                 train = s.det_train_batch_cpu if det else s.train_batch
-                repeats, warmup = (min(s.repeats, 2), 1) if det else (s.repeats, 1)
+                repeats, warmup = (min(s.repeats, s.det_repeats_cpu), 1) if det else (s.repeats, 1)
             else:
                 train = s.gpu_det_train_batch if det else s.gpu_train_batch
                 repeats, warmup = s.gpu_repeats, s.gpu_warmup

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from cxr.bench.targets import config_label, fmt, images_per_s, pipeline_rate
 
 
+def _runs(n: int) -> str:
+    return "one timed run" if n == 1 else f"the median of {n} timed runs"
+
+
 def _rate(x: float | None) -> str:
     """Images/s with three significant digits at most (0.0412, 4.12, 41.2, 412, 4120)."""
     if x is None:
@@ -97,8 +101,11 @@ def markdown(result: dict) -> str:
             "",
             f"Random inputs, 1 channel. Classifiers at {s['cls_size']} px, RetinaNet at {s['det_size']} px. "
             f"Training: Adam steps at batch {s['train_batch']} (RetinaNet on CPU: batch "
-            f"{s['det_train_batch_cpu']}); inference: eval mode, no grad, batches {list(s['infer_batches'])} "
-            f"(RetinaNet on CPU: {list(s['det_infer_batches_cpu'])} only, ~275 GFLOPs per image). "
+            f"{s['det_train_batch_cpu']}); inference: eval mode, no grad, batches {list(s['infer_batches'])}"
+            + ("" if list(s["det_infer_batches_cpu"]) == list(s["infer_batches"])
+               else f" (RetinaNet on CPU: {list(s['det_infer_batches_cpu'])})")
+            + ". RetinaNet costs tens to hundreds of GFLOPs per image (GFLOPs column), so each of its CPU "
+            f"figures is {_runs(s.get('det_repeats_cpu', 2))} after a warm-up (3× that at batch 1). "
             "FLOPs: 2 × multiply-adds of convolutions and matmuls for one image. Peak memory: on CPU the "
             "growth of the subprocess's peak resident memory over its resident memory after imports "
             "(weights, activations, gradients, Adam state); on CUDA "

@@ -12,7 +12,8 @@ class Settings:
     """Sizes and repeat counts of one bench run; :meth:`quick_run` shrinks everything for a smoke run.
 
     The defaults keep ``make bench`` near 10 minutes on 2 CPU cores. RetinaNet needs ~275 GFLOPs per
-    512 px image, 10-50 s per CPU training step, so on CPU it runs at small batches with fewer repeats.
+    512 px image (~1-2 s per image on 2 cores, about a minute per batch of 32), so on CPU it trains at
+    a small batch and every RetinaNet figure is ``det_repeats_cpu`` timed runs after one warm-up.
     """
 
     cls_size: int = 200  # classifiers, Ped-ChestXray cache and loader
@@ -29,7 +30,8 @@ class Settings:
     encoders: tuple[str, ...] = ("resnet34", "seresnext50_32x4d")
     infer_batches: tuple[int, ...] = (1, 32)
     train_batch: int = 8  # classifiers on CPU, and their CPU fed runs
-    det_infer_batches_cpu: tuple[int, ...] = (1,)
+    det_infer_batches_cpu: tuple[int, ...] = (1, 32)
+    det_repeats_cpu: int = 1  # 3x this at batch 1, as for every model
     det_train_batch_cpu: int = 2
     gpu_train_batch: int = 64  # classifiers on CUDA, and their fed runs
     gpu_det_train_batch: int = 16  # RetinaNet on CUDA, and its fed run
@@ -56,6 +58,7 @@ class Settings:
             loader_batch=8,
             repeats=1,
             infer_batches=(1, 4),
+            det_infer_batches_cpu=(1, 4),
             train_batch=4,
             encoders=("resnet18",),
             fed_steps=2,
