@@ -27,7 +27,7 @@ SECTIONS = ("pipeline", "models", "fed", "metric")
 
 def run(s: Settings, sections: Sequence[str] = SECTIONS) -> dict:
     """Every requested section's figures, the machine and the settings, as written to the JSON file."""
-    from cxr.metrics.rsna_map import benchmark
+    from cxr.metrics.rsna_reference import benchmark
 
     started = time.perf_counter()
     result: dict = {"machine": machine_info(), "settings": asdict(s), "sections": list(sections)}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cxr.metrics import RSNA_IOU_THRESHOLDS, RSNAMeanAP, rsna_image_scores, rsna_map
-from cxr.metrics.rsna_map import benchmark, random_detections, rsna_map_reference
+from cxr.metrics.rsna_reference import benchmark, random_detections, rsna_map_reference
 
 NO_BOXES = torch.zeros(0, 4)
 
