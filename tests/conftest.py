@@ -31,3 +31,15 @@ def rsna_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cxr.synth.rsna import write_rsna
 
     return write_rsna(tmp_path_factory.mktemp("rsna") / "rsna", n=24, seed=0, size=256, n_test=3)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test: on a small shared CPU, several OpenMP threads per process
+    thrash, and one is several times faster for the small models of the learning tests."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

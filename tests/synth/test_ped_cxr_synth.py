@@ -98,15 +98,6 @@ def test_bad_arguments_fail_clearly(tmp_path):
         write_ped_cxr(tmp_path / "y", n=20, min_side=32, max_side=40)
 
 
-@pytest.fixture
-def one_thread():
-    """Intra-op threads fight each other on a small shared CPU; one is several times faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_a_small_cnn_learns_the_phantoms_at_64px(tmp_path, one_thread):
     from cxr.data.ped_cxr import PedChestXrayDataModule

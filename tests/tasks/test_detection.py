@@ -240,15 +240,6 @@ def _phantoms(n: int, seed: int, size: int) -> list[dict]:
     return samples
 
 
-@pytest.fixture
-def one_thread():
-    """On the shared 2-core machine several OpenMP threads per process thrash; one is ~10x faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 def test_retinanet_learns_to_find_phantom_opacities(one_thread):
     """50 epochs on 64 phantoms (96 px, opacities 17–37 px) from random weights. Bound: held-out RSNA
