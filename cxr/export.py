@@ -78,7 +78,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     """
     import onnx
 
-    member = load_member(checkpoint, "cpu")
+    member = load_member(checkpoint, "cpu", optimise=False)  # the network as trained
     if member.task != "classification":
         raise ValueError(f"{member.path}: cxr-export handles the classifiers (plain_cnn, depthwise_cnn, mobilenet); "
                          f"this is a {member.task} model ({member.meta['model_name']})")
