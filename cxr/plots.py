@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def read_log(run_dir: str | Path | None) -> pd.DataFrame | None:
     """A run's per-epoch values: one row per epoch (index), one column per logged metric; None if the
-    run has no CSV log (``<run>/csv/metrics.csv``, Lightning's CSVLogger)."""
+    run has no CSV log (``<run>/csv/metrics.csv``, :class:`cxr.loggers.CSVLogger`)."""
     if run_dir is None:
         return None
     path = Path(run_dir) / "csv" / "metrics.csv"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -179,6 +180,12 @@ def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_ru
     metrics = json.loads((folder / "metrics.json").read_text())
     assert _results(metrics) == _results(uninterrupted)
     assert {"test/loss", "val/loss", "test/confusion_matrix", "best/val/loss"} <= set(metrics)
+    # the CSV log holds every epoch, those before the interruption too, with the same values
+    def epochs(run_dir: Path) -> list[tuple]:
+        log = pd.read_csv(run_dir / "csv" / "metrics.csv").dropna(subset=["val/loss"])
+        return [tuple(row) for row in log[["epoch", "step", "val/loss"]].itertuples(index=False)]
+
+    assert len(epochs(tmp_path / "a")) == 2 and epochs(folder) == epochs(tmp_path / "a")
 
     # a finished run re-run in its folder trains no further; a changed setting is pointed out
     with caplog.at_level(logging.WARNING, logger="cxr.train"):
