@@ -31,6 +31,7 @@ from torchmetrics.classification import (
 )
 
 from cxr.tasks.losses import ClassificationLoss
+from cxr.tasks.optim import check_monitor_mode, configure_optimizers
 
 
 def _stage_metrics(num_labels: int, threshold: float) -> tuple[MetricCollection, MetricCollection]:
@@ -55,7 +56,8 @@ class ClassificationTask(pl.LightningModule):
         model: ``nn.Module`` mapping float32 (B, C, H, W) to logits (B, num_classes); must expose
             ``num_classes`` (1 = binary).
         optimizer: optimiser factory ``params -> Optimizer`` (Hydra ``_partial_: true``).
-        scheduler: optional factory ``optimizer -> LRScheduler``; ReduceLROnPlateau watches ``monitor``.
+        scheduler: optional factory ``optimizer -> LRScheduler``; ReduceLROnPlateau watches ``monitor``
+            in ``monitor_mode`` (see :mod:`cxr.tasks.optim`).
         loss: ``"bce"``, ``"ce"`` or ``"focal"`` (see :class:`~cxr.tasks.losses.ClassificationLoss`).
         class_weighted: weight the loss by the datamodule's inverse-frequency ``class_weights``.
         focal_gamma: focal loss focusing parameter.
@@ -76,6 +78,7 @@ class ClassificationTask(pl.LightningModule):
         monitor_mode: str = "min",
     ) -> None:
         super().__init__()
+        check_monitor_mode(monitor_mode)
         # Factories stay out of the checkpoint: it must load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.model = model
@@ -163,9 +166,5 @@ class ClassificationTask(pl.LightningModule):
         return {"index": batch["index"], "probability": p, "class_probabilities": probs}
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"}}
+        return configure_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory,
+                                    self.hparams.monitor, self.hparams.monitor_mode)

@@ -24,7 +24,6 @@ Metrics per stage (``val``/``test``):
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -33,12 +32,12 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAUROC, MulticlassPrecision, MulticlassRecall
 from torchmetrics.detection import MeanAveragePrecision
 
 from cxr.metrics import RSNAMeanAP
+from cxr.tasks.optim import check_monitor_mode, configure_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +45,6 @@ log = logging.getLogger(__name__)
 def _above(detections: list[dict[str, Tensor]], thresh: float) -> list[dict[str, Tensor]]:
     keep = [d["scores"] >= thresh for d in detections]
     return [{"boxes": d["boxes"][k], "scores": d["scores"][k]} for d, k in zip(detections, keep, strict=True)]
-
-
-def _is_plateau(factory: Callable) -> bool:
-    func = factory.func if isinstance(factory, functools.partial) else factory
-    return isinstance(func, type) and issubclass(func, ReduceLROnPlateau)
 
 
 class DetectionTask(pl.LightningModule):
@@ -86,8 +80,7 @@ class DetectionTask(pl.LightningModule):
             raise ValueError(f"score_thresholds must be a non-empty sequence in [0, 1], got {score_thresholds}")
         if min(box_cls_weight, box_reg_weight, global_cls_weight) < 0:
             raise ValueError("loss weights must be >= 0")
-        if monitor_mode not in ("min", "max"):
-            raise ValueError(f"monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
+        check_monitor_mode(monitor_mode)
         # Factories stay out of the checkpoint: it must load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.model = model
@@ -214,17 +207,5 @@ class DetectionTask(pl.LightningModule):
         return results
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        mode = self.hparams.monitor_mode
-        extra = {}
-        if _is_plateau(self.scheduler_factory):
-            declared = getattr(self.scheduler_factory, "keywords", {}).get("mode", mode)
-            if declared != mode:
-                raise ValueError(f"scheduler mode {declared!r} contradicts monitor_mode {mode!r} "
-                                 f"for {self.hparams.monitor}")
-            extra["mode"] = mode
-        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"}}
+        return configure_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory,
+                                    self.hparams.monitor, self.hparams.monitor_mode)

@@ -74,3 +74,16 @@ def test_class_weighted_needs_weights_from_datamodule():
     task.trainer = type("T", (), {"datamodule": None})()  # no datamodule attached
     with pytest.raises(ValueError, match="class_weights"):
         task.setup("fit")
+
+
+def test_plateau_scheduler_follows_a_maximised_monitor():
+    """A plateau scheduler reduces when the monitored metric stops improving in its own direction."""
+    plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, patience=2)
+    adam = functools.partial(torch.optim.Adam, lr=1e-3)
+    task = ClassificationTask(LogitEcho(), optimizer=adam, scheduler=plateau, monitor="val/auroc", monitor_mode="max")
+    config = task.configure_optimizers()
+    assert config["lr_scheduler"]["monitor"] == "val/auroc" and config["lr_scheduler"]["scheduler"].mode == "max"
+    assert ClassificationTask(LogitEcho(), optimizer=adam, scheduler=plateau).configure_optimizers()[
+        "lr_scheduler"]["scheduler"].mode == "min"  # the default monitor, val/loss
+    with pytest.raises(ValueError, match="monitor_mode must be 'min' or 'max', got 'up'"):
+        ClassificationTask(LogitEcho(), optimizer=adam, monitor_mode="up")
