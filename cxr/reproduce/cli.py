@@ -15,7 +15,7 @@ from cxr.reproduce.outputs import write_outputs
 from cxr.reproduce.plan import plan, sweep_commands
 from cxr.reproduce.profiles import PROFILES
 from cxr.runs import job_status
-from cxr.tables import TABLES
+from cxr.tables import TABLES, table_by_name
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -32,8 +32,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (after --)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-    from cxr.tables import table_by_name
 
     profile = PROFILES[args.profile]
     tables = [table_by_name(n) for n in args.tables] if args.tables else list(TABLES)
