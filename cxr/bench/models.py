@@ -139,6 +139,7 @@ def bench_model(
         out["peak_mem_mb"] = torch.cuda.max_memory_allocated(on.torch_device) / 2**20
     else:
         out["peak_mem_mb"] = rss.growth()
+        out["peak_mem_exact"] = rss.exact  # False: a lower bound (see PeakRSS)
     return out
 
 
@@ -223,6 +224,8 @@ def bench_models(s: Settings) -> list[dict]:
                     continue
                 row.update({k: v for k, v in res.items() if k in ("params", "flops", "infer", "train")})
                 row.setdefault("peak_mem_mb", {})[phase] = res["peak_mem_mb"]
+                if not res.get("peak_mem_exact", True):
+                    row.setdefault("peak_mem_lower_bound", []).append(phase)
             row["memory"] = "cpu_rss_growth" if on_cpu else "cuda_max_allocated"
             rows.append(row)
     return rows

@@ -108,7 +108,8 @@ def markdown(result: dict) -> str:
             f"figures is {_runs(s.get('det_repeats_cpu', 2))} after a warm-up (3× that at batch 1). "
             "FLOPs: 2 × multiply-adds of convolutions and matmuls for one image. Peak memory: on CPU the "
             "growth of the subprocess's peak resident memory over its resident memory after imports "
-            "(weights, activations, gradients, Adam state); on CUDA "
+            "(weights, activations, gradients, Adam state; ≥ marks a lower bound, where the kernel refused to "
+            "reset its high-water mark and the import-time peak hid the model's); on CUDA "
             "`max_memory_allocated`. Each row's machine is in its setting column. The `channels_last + BN "
             "folded` rows are CPU inference only, the deployable CPU path applied to plain_cnn and "
             "depthwise_cnn alike: BatchNorm folded into the preceding conv (`cxr.speed.fold_batch_norm`) "
@@ -141,8 +142,11 @@ def markdown(result: dict) -> str:
                     _rate(images_per_s(r, "train"))
                     + (f" (b{r['train']['batch_size']})" if "train" in r else ""),
                     *(_rate(images_per_s(r, "infer", str(b))) for b in batches),
-                    fmt(mem.get("train"), ".0f"),
-                    fmt(mem.get("infer"), ".0f"),
+                    *(
+                        ("≥ " if phase in r.get("peak_mem_lower_bound", ()) else "")
+                        + fmt(mem.get(phase), ".0f")
+                        for phase in ("train", "infer")
+                    ),
                 ]
             )
         out += _table(header, table)

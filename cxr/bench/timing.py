@@ -127,16 +127,25 @@ def machine_info() -> dict:
 class PeakRSS:
     """Growth of this process's peak resident memory (MB) from construction to :meth:`growth`.
 
-    Linux: resets the kernel's high-water mark (``/proc/self/clear_refs``) and reads ``VmHWM``, so an
-    earlier peak (imports) does not hide the measured one; elsewhere: ``ru_maxrss`` before vs after.
+    ``method`` says how it is read:
+
+    - ``"VmHWM"`` (Linux): the kernel's high-water mark is reset at construction
+      (``/proc/self/clear_refs``), so an earlier peak (imports) cannot hide the measured one. Exact.
+    - ``"ru_maxrss"`` (where that reset is refused, as in some sandboxes, or there is no ``/proc``):
+      the lifetime peak. Exact when the measured work sets a new lifetime peak. When an earlier peak
+      stays higher, the work's own is hidden and :meth:`growth` falls back to the resident memory now
+      (a lower bound; ``exact`` is then False). In a fresh process, as the bench runs every model,
+      only the import-time peak (tens of MB) can hide anything.
     """
 
     def __init__(self) -> None:
+        self.exact = True
+        self.start_maxrss = self._maxrss()
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self.linux, self.start = True, self._status("VmRSS")
+            self.method, self.start = "VmHWM", self._status("VmRSS")
         except OSError:
-            self.linux, self.start = False, self._maxrss()
+            self.method, self.start = "ru_maxrss", self._rss_now()
 
     @staticmethod
     def _status(key: str) -> float:
@@ -150,6 +159,20 @@ class PeakRSS:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
+    @classmethod
+    def _rss_now(cls) -> float:
+        try:
+            return cls._status("VmRSS")
+        except OSError:  # no /proc: the lifetime peak is the closest reading there is
+            return cls._maxrss()
+
     def growth(self) -> float:
         """MB above the resident memory at start; 0 when pages freed meanwhile kept the peak below it."""
-        return max(0.0, (self._status("VmHWM") if self.linux else self._maxrss()) - self.start)
+        if self.method == "VmHWM":
+            peak = self._status("VmHWM")
+        else:
+            peak = self._maxrss()
+            self.exact = peak > self.start_maxrss
+            if not self.exact:
+                peak = self._rss_now()
+        return max(0.0, peak - self.start)
