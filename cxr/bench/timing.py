@@ -167,12 +167,17 @@ class PeakRSS:
             return cls._maxrss()
 
     def growth(self) -> float:
-        """MB above the resident memory at start; 0 when pages freed meanwhile kept the peak below it."""
+        """MB above the resident memory at start; 0 when pages freed meanwhile kept the peak below it.
+
+        Never below the growth of the resident memory now: the peak is at least that, whatever a
+        kernel's counters say.
+        """
+        now = self._rss_now()
         if self.method == "VmHWM":
             peak = self._status("VmHWM")
         else:
             peak = self._maxrss()
             self.exact = peak > self.start_maxrss
             if not self.exact:
-                peak = self._rss_now()
-        return max(0.0, peak - self.start)
+                peak = now
+        return max(0.0, max(peak, now) - self.start)
