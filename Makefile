@@ -40,7 +40,7 @@ models: install
 	$(VENV)/bin/cxr-models
 
 # Input pipeline, models (CPU, and GPU with bf16 + channels_last where present) and the RSNA metric:
-# experiments/results/bench-<cpu|gpu>.json and .md (~10 min on 2 idle cores). ARGS=--compile also times
+# experiments/results/bench-<cpu|gpu>.json, .md and .png (~10 min on 2 idle cores). ARGS=--compile also times
 # torch.compile on a GPU; `.venv/bin/cxr-bench --quick --out /tmp/bench` is a smoke run that keeps the results.
 bench: install
 	$(PY) -m cxr.bench --out experiments/results $(ARGS)

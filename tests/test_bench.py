@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr.bench import fed, models, report, targets, timing
+from cxr.bench import fed, models, plot, report, targets, timing
 from cxr.bench.cli import run, write
 from cxr.bench.settings import Settings
 from cxr.models import create_model
@@ -258,11 +258,29 @@ def test_markdown_report_states_machine_targets_and_misses():
     assert "| plain_cnn | cpu fp32 (Test CPU) | 200 | 0.00 | 0.00 | 5 (b16) | 10 | 100 | ≥ 50 |" in text
 
 
+def test_figure_draws_pipeline_against_training_steps_and_every_model_row():
+    result = _result()
+    fig = plot.draw(result)
+    pipe_ax, model_ax = fig.axes
+    assert pipe_ax.get_xscale() == model_ax.get_xscale() == "log"
+    # one vertical line per CPU fp32 training step (not the folded, inference-only rows)
+    assert sorted(line.get_xdata()[0] for line in pipe_ax.get_lines()) == [5.0, 15.0]
+    # every measured pipeline stage is a bar of its images/s, per size
+    widths = sorted(bar.get_width() for bar in pipe_ax.patches)
+    assert widths == sorted(r["images_per_s"] for r in result["pipeline"])
+    # models: a training bar per row that trained, an inference bar per row and batch
+    labels = [t.get_text() for t in model_ax.get_yticklabels()]
+    assert labels[0] == "plain_cnn\ncpu fp32" and labels[-1] == "depthwise_cnn\ncpu fp32 + channels_last + BN folded"
+    assert len(model_ax.patches) == 2 + 4
+    assert plot.draw({**result, "pipeline": [], "models": []}) is None
+
+
 def test_quick_pipeline_and_metric_sections_write_json_and_markdown(tmp_path: Path):
     settings = Settings.quick_run(n_files=20, loader_images=(8, 8), workers=(0, 1), metric_images=50)
     result = run(settings, sections=["pipeline", "metric"])
-    json_path, md_path = write(result, tmp_path)
+    json_path, md_path, png_path = write(result, tmp_path)
     assert json_path.name == "bench-cpu-quick.json" and md_path.name == "bench-cpu-quick.md"
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(bench-cpu-quick.png)" in md_path.read_text()
     saved = json.loads(json_path.read_text())
     stages = {(r["stage"], r["size"], r.get("workers")) for r in saved["pipeline"]}
     for size in (64, 128):

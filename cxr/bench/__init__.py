@@ -1,7 +1,8 @@
 """``make bench`` / ``cxr-bench``: measured speed of the input pipeline, the models and the RSNA metric.
 
-Writes ``<out>/bench-<device>.json`` (every figure, the machine, the settings) and ``bench-<device>.md``
-(tables and the issue's targets, met or not); ``<device>`` is ``gpu`` when CUDA is present (CPU and GPU
+Writes ``<out>/bench-<device>.json`` (every figure, the machine, the settings), ``bench-<device>.md``
+(tables and the issue's targets, met or not) and ``bench-<device>.png`` (the pipeline against each
+model's training step, and every model's images/s); ``<device>`` is ``gpu`` when CUDA is present (CPU and GPU
 figures then sit side by side, measured in one run) and ``cpu`` otherwise; ``--quick`` (a smoke run on
 tiny sizes) writes ``bench-<device>-quick.*`` so it never overwrites real figures.
 
@@ -16,7 +17,8 @@ the caching allocator's reserve).
 
 Modules: :mod:`~cxr.bench.settings` (what is run), :mod:`~cxr.bench.timing`, :mod:`~cxr.bench.pipeline`,
 :mod:`~cxr.bench.models`, :mod:`~cxr.bench.fed` (sections), :mod:`~cxr.bench.targets` (ratios, targets),
-:mod:`~cxr.bench.report` (Markdown), :mod:`~cxr.bench.cli` (the command).
+:mod:`~cxr.bench.report` (Markdown), :mod:`~cxr.bench.plot` (the figure), :mod:`~cxr.bench.cli`
+(the command).
 """
 
 from cxr.bench.cli import main, run, write

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr.bench import report, targets
+from cxr.bench import plot, report, targets
 from cxr.bench.fed import bench_fed_all
 from cxr.bench.models import bench_model, bench_models
 from cxr.bench.pipeline import bench_pipeline, make_data
@@ -49,15 +49,17 @@ def run(s: Settings, sections: Sequence[str] = SECTIONS) -> dict:
     return result
 
 
-def write(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``bench-<device>[-quick].json`` and ``.md`` into ``out_dir``; returns both paths."""
+def write(result: dict, out_dir: str | Path) -> tuple[Path, Path, Path | None]:
+    """Write ``bench-<device>[-quick].json``, ``.md`` and ``.png`` (:func:`cxr.bench.plot.save`; None when
+    there is nothing to draw) into ``out_dir``; returns the three paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"bench-{'gpu' if result['settings']['gpu'] else 'cpu'}{'-quick' if result['settings']['quick'] else ''}"
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
-    md_path.write_text(report.markdown(result))
-    return json_path, md_path
+    png_path = plot.save(result, out_dir / f"{stem}.png")
+    md_path.write_text(report.markdown(result, figure=png_path.name if png_path else None))
+    return json_path, md_path, png_path
 
 
 def _jsonable(value):
@@ -96,6 +98,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         overrides["repeats"] = args.repeats
     s = Settings.quick_run(**overrides) if args.quick else replace(Settings(), **overrides)
     result = run(s, args.sections)
-    json_path, md_path = write(result, args.out)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path} in {result['elapsed_s']:.0f} s")
+    paths = [p for p in write(result, args.out) if p is not None]
+    print(paths[1].read_text())
+    print(f"wrote {', '.join(map(str, paths))} in {result['elapsed_s']:.0f} s")

@@ -46,8 +46,9 @@ _STAGES = {
 }
 
 
-def markdown(result: dict) -> str:
-    """The report: machine, targets, pipeline, models, depthwise vs plain, fed training, RSNA metric."""
+def markdown(result: dict, figure: str | None = None) -> str:
+    """The report: machine, targets, pipeline, models, depthwise vs plain, fed training, RSNA metric;
+    ``figure``, a path relative to the report, is shown after the targets."""
     m, s = result["machine"], result["settings"]
     cpu_line = f"CPU: {m['cpu']}, {m['usable_cores']} cores, torch {m['torch']}, {m['torch_threads']} threads"
     out = [
@@ -75,6 +76,8 @@ def markdown(result: dict) -> str:
             for t in result.get("targets", [])
         ],
     )
+    if figure:
+        out += [f"![Input pipeline vs training step, and every model's images/s (log scale)]({figure})", ""]
     if result.get("pipeline"):
         sizes = [s["cls_size"], s["det_size"]]
         out += [
