@@ -124,47 +124,64 @@ def machine_info() -> dict:
     }
 
 
+# Where the kernel keeps a process's resident memory and high-water mark, and the file that resets
+# the mark (module constants so that tests can take either away).
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
 class PeakRSS:
     """Growth of this process's peak resident memory (MB) from construction to :meth:`growth`.
 
-    ``method`` says how it is read:
+    ``method`` says how the peak is read:
 
-    - ``"VmHWM"`` (Linux): the kernel's high-water mark is reset at construction
+    - ``"VmHWM reset"`` (Linux): the kernel's high-water mark is reset at construction
       (``/proc/self/clear_refs``), so an earlier peak (imports) cannot hide the measured one. Exact.
-    - ``"ru_maxrss"`` (where that reset is refused, as in some sandboxes, or there is no ``/proc``):
-      the lifetime peak. Exact when the measured work sets a new lifetime peak. When an earlier peak
-      stays higher, the work's own is hidden and :meth:`growth` falls back to the resident memory now
-      (a lower bound; ``exact`` is then False). In a fresh process, as the bench runs every model,
-      only the import-time peak (tens of MB) can hide anything.
+    - ``"VmHWM"`` (Linux where that reset is refused, as in some sandboxes): the high-water mark since
+      the process started. Exact when the measured work sets a new high. When an earlier peak stays
+      higher, the work's own is hidden and :meth:`growth` falls back to the resident memory now (a
+      lower bound; ``exact`` is then False). In a fresh process, as the bench runs every model, only
+      the import-time peak can hide anything.
+    - ``"ru_maxrss"`` (no ``/proc``): as ``"VmHWM"`` with the lifetime peak ``getrusage`` reports,
+      and with the peak itself as the lower bound. On Linux ``ru_maxrss`` also carries the parent's
+      peak into a child process, which is why ``/proc`` comes first.
     """
 
     def __init__(self) -> None:
         self.exact = True
-        self.start_maxrss = self._maxrss()
         try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.method, self.start = "VmHWM", self._status("VmRSS")
-        except OSError:
-            self.method, self.start = "ru_maxrss", self._rss_now()
+            self.proc = bool(self._status("VmHWM") and self._status("VmRSS"))
+        except OSError:  # no /proc, or a status file without the two lines
+            self.proc = False
+        self.start_peak = self._peak()
+        reset = False
+        if self.proc:
+            try:
+                PROC_CLEAR_REFS.write_text("5")
+                # a kernel that accepts the write but keeps the mark must not pass for one that reset it
+                reset = self._status("VmHWM") <= self._status("VmRSS") + 4
+            except OSError:
+                pass
+        self.method = "VmHWM reset" if reset else "VmHWM" if self.proc else "ru_maxrss"
+        self.start = self._rss_now()
 
     @staticmethod
     def _status(key: str) -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in PROC_STATUS.read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024  # kB
-        raise OSError(f"/proc/self/status has no {key}")
+        raise OSError(f"{PROC_STATUS} has no {key}")
 
     @staticmethod
     def _maxrss() -> float:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
-    @classmethod
-    def _rss_now(cls) -> float:
-        try:
-            return cls._status("VmRSS")
-        except OSError:  # no /proc: the lifetime peak is the closest reading there is
-            return cls._maxrss()
+    def _peak(self) -> float:
+        return self._status("VmHWM") if self.proc else self._maxrss()
+
+    def _rss_now(self) -> float:
+        return self._status("VmRSS") if self.proc else self._maxrss()
 
     def growth(self) -> float:
         """MB above the resident memory at start; 0 when pages freed meanwhile kept the peak below it.
@@ -172,12 +189,9 @@ class PeakRSS:
         Never below the growth of the resident memory now: the peak is at least that, whatever a
         kernel's counters say.
         """
-        now = self._rss_now()
-        if self.method == "VmHWM":
-            peak = self._status("VmHWM")
-        else:
-            peak = self._maxrss()
-            self.exact = peak > self.start_maxrss
+        now, peak = self._rss_now(), self._peak()
+        if self.method != "VmHWM reset":
+            self.exact = peak > self.start_peak
             if not self.exact:
                 peak = now
         return max(0.0, max(peak, now) - self.start)
