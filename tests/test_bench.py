@@ -265,6 +265,54 @@ def test_markdown_report_states_machine_targets_and_misses():
     assert "| plain_cnn | cpu fp32 (Test CPU) | 200 | 0.00 | 0.00 | 5 (b16) | 10 | 100 | ≥ 50 |" in text
 
 
+def _gpu_result() -> dict:
+    """:func:`_result` as a CUDA machine's run would extend it: fp32 and bf16 + channels_last CUDA rows
+    beside the CPU ones, and fed runs on the GPU with NVML utilisation."""
+    result = _result()
+    result["settings"]["gpu"] = True
+    result["machine"] |= {"gpu": "Test GPU", "cuda": "13.0"}
+    for bf16 in (False, True):
+        for model, plain in (("plain_cnn", True), ("depthwise_cnn", False)):
+            speed = (2.0 if bf16 else 1.0) * (1000.0 if plain else 1500.0)
+            result["models"].append({
+                "model": model, "label": model, "device": "cuda", "bf16": bf16, "channels_last": bf16,
+                "fold_bn": False, "compile": False, "image_size": 200, "params": 1000,
+                "flops": 600.0 if plain else 50.0, "train": {"batch_size": 64, "images_per_s": speed},
+                "infer": {"32": {"images_per_s": 4 * speed}}, "peak_mem_mb": {"train": 900.0, "infer": 300.0},
+                "memory": "cuda_max_allocated",
+            })
+    result["fed"] = [
+        {"model": m, "label": m, "device": "cuda", "bf16": True, "channels_last": True, "compile": False,
+         "workers": 2, "batch_size": 64, "steps": 20, "images_per_s": 1800.0, "busy": busy, "wait_s": 0.1,
+         "busy_s": 1.0, "gpu_util": util}
+        for m, busy, util in (("plain_cnn", 0.95, 97.0), ("depthwise_cnn", 0.8, None))
+    ]
+    return result
+
+
+def test_gpu_result_is_reported_with_its_rows_ratios_and_busy_target():
+    result = _gpu_result()
+    result["ratios"] = targets.ratios(result)
+    dvp = result["ratios"]["depthwise_vs_plain"]
+    assert list(dvp) == ["cpu fp32", "cpu fp32 + channels_last + BN folded", "cuda fp32", "cuda bf16 + channels_last"]
+    assert dvp["cuda bf16 + channels_last"]["infer_b32_speedup"] == pytest.approx(1.5)
+    result["targets"] = targets.targets(result)
+    gpu_target = result["targets"][-1]
+    # depthwise_cnn is busy 80% only: the GPU target is missed, and both runs are named
+    assert gpu_target["met"] is False
+    assert "plain_cnn (2 workers) busy 95%, NVML 97%" in gpu_target["measured"]
+    assert "depthwise_cnn (2 workers) busy 80%" in gpu_target["measured"]
+    text = report.markdown(result, figure="bench-gpu.png")
+    assert "# cxr benchmark: gpu" in text and "GPU Test GPU (CUDA 13.0)" in text
+    assert "| plain_cnn | cuda bf16 + channels_last (Test GPU) | 200 | 0.00 | 0.00 | 2000 (b64) | 8000 | 900 | 300 |" in text
+    assert "| plain_cnn | cuda bf16 + channels_last | 2 | 64 | 1800 | 2000 | 95% | 97% |" in text
+    assert "(bench-gpu.png)" in text
+    fig = plot.draw(result)
+    assert len(fig.axes[1].get_yticklabels()) == len(result["models"])
+    # the CPU training steps are the loader's yardsticks; GPU rows are not drawn as lines
+    assert sorted(line.get_xdata()[0] for line in fig.axes[0].get_lines()) == [5.0, 15.0]
+
+
 def test_figure_draws_pipeline_against_training_steps_and_every_model_row():
     result = _result()
     fig = plot.draw(result)
