@@ -290,6 +290,18 @@ def _gpu_result() -> dict:
     return result
 
 
+def test_model_settings_add_cuda_rows_only_with_a_gpu():
+    from cxr.bench.targets import config_label
+
+    def labels(settings: Settings) -> list[str]:
+        return [config_label(c) for c in models.model_configs(settings)]
+
+    cpu = ["cpu fp32", "cpu fp32 + channels_last + BN folded"]
+    assert labels(Settings()) == labels(Settings(compile=True)) == cpu  # compile is for CUDA only
+    assert labels(Settings(gpu=True)) == [*cpu, "cuda fp32", "cuda bf16 + channels_last"]
+    assert labels(Settings(gpu=True, compile=True))[-1] == "cuda bf16 + channels_last + compile"
+
+
 def test_gpu_result_is_reported_with_its_rows_ratios_and_busy_target():
     result = _gpu_result()
     result["ratios"] = targets.ratios(result)
