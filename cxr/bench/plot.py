@@ -63,7 +63,9 @@ def draw(result: dict):
     panels = [p for p in ("pipeline", "models") if result.get(p)]
     if not panels:
         return None
-    fig = Figure(figsize=(7.5 * len(panels), 6.0), layout="constrained")
+    # a GPU run has three times the model rows: grow with them so that their labels stay readable
+    height = max(6.0, 2.0 + 0.6 * len(result.get("models", [])))
+    fig = Figure(figsize=(7.5 * len(panels), height), layout="constrained")
     axes = dict(zip(panels, fig.subplots(1, len(panels), squeeze=False)[0], strict=True))
     if "pipeline" in axes:
         ax, rows = axes["pipeline"], _pipeline_rows(result)
