@@ -142,35 +142,42 @@ class PeakRSS:
       higher, the work's own is hidden and :meth:`growth` falls back to the resident memory now (a
       lower bound; ``exact`` is then False). In a fresh process, as the bench runs every model, only
       the import-time peak can hide anything.
-    - ``"ru_maxrss"`` (no ``/proc``): as ``"VmHWM"`` with the lifetime peak ``getrusage`` reports,
-      and with the peak itself as the lower bound. On Linux ``ru_maxrss`` also carries the parent's
-      peak into a child process, which is why ``/proc`` comes first.
+    - ``"ru_maxrss"`` (no ``VmHWM`` in ``/proc``, or no ``/proc``): as ``"VmHWM"`` with the lifetime
+      peak ``getrusage`` reports. On Linux ``ru_maxrss`` also carries the parent's peak into a child
+      process, which is why ``VmHWM`` comes first.
+
+    The resident memory itself is ``VmRSS`` where ``/proc`` has it, else ``ru_maxrss`` too.
     """
 
     def __init__(self) -> None:
         self.exact = True
-        try:
-            self.proc = bool(self._status("VmHWM") and self._status("VmRSS"))
-        except OSError:  # no /proc, or a status file without the two lines
-            self.proc = False
+        status = self._status()
+        self.has_rss, self.has_hwm = "VmRSS" in status, "VmHWM" in status
         self.start_peak = self._peak()
         reset = False
-        if self.proc:
+        if self.has_hwm and self.has_rss:
             try:
                 PROC_CLEAR_REFS.write_text("5")
+                after = self._status()
                 # a kernel that accepts the write but keeps the mark must not pass for one that reset it
-                reset = self._status("VmHWM") <= self._status("VmRSS") + 4
-            except OSError:
+                reset = after["VmHWM"] <= after["VmRSS"] + 4
+            except (OSError, KeyError):
                 pass
-        self.method = "VmHWM reset" if reset else "VmHWM" if self.proc else "ru_maxrss"
+        self.method = "VmHWM reset" if reset else "VmHWM" if self.has_hwm else "ru_maxrss"
         self.start = self._rss_now()
 
     @staticmethod
-    def _status(key: str) -> float:
-        for line in PROC_STATUS.read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024  # kB
-        raise OSError(f"{PROC_STATUS} has no {key}")
+    def _status() -> dict[str, float]:
+        """The ``Vm*`` lines of ``/proc/self/status`` in MB; empty where there is no such file."""
+        try:
+            lines = PROC_STATUS.read_text().splitlines()
+        except OSError:
+            return {}
+        return {
+            key: int(value.split()[0]) / 1024  # kB
+            for key, _, value in (line.partition(":") for line in lines)
+            if key.startswith("Vm") and value.strip()
+        }
 
     @staticmethod
     def _maxrss() -> float:
@@ -178,10 +185,10 @@ class PeakRSS:
         return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
     def _peak(self) -> float:
-        return self._status("VmHWM") if self.proc else self._maxrss()
+        return self._status()["VmHWM"] if self.has_hwm else self._maxrss()
 
     def _rss_now(self) -> float:
-        return self._status("VmRSS") if self.proc else self._maxrss()
+        return self._status()["VmRSS"] if self.has_rss else self._maxrss()
 
     def growth(self) -> float:
         """MB above the resident memory at start; 0 when pages freed meanwhile kept the peak below it.
