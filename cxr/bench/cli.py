@@ -72,9 +72,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="cxr-bench",
         description="Measure the input pipeline, the models (CPU; GPU with bf16 + channels_last where "
-        "present) and the RSNA metric; write bench-<cpu|gpu>.json and .md with the machine and the targets.",
+        "present) and the RSNA metric; write bench-<cpu|gpu>.json, .md and .png with the machine and the "
+        "targets.",
     )
-    parser.add_argument("--out", default="experiments/results", help="folder for bench-<device>.json/.md")
+    parser.add_argument("--out", default="experiments/results", help="folder for bench-<device>.json/.md/.png")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run")
     parser.add_argument("--cpu-only", action="store_true", help="ignore a CUDA device")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
