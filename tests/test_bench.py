@@ -57,7 +57,9 @@ _force(sys.argv[1], setattr)
 peak = timing.PeakRSS()
 # 1 GiB, written, so resident: far above the import-time peak, so a new high and an exact reading
 block = torch.ones(2**30 // 4)
-print(peak.method, peak.growth(), peak.exact)
+status = timing.PeakRSS._status()
+tracked = status.get("VmHWM", 0.0) + 1 >= status.get("VmRSS", 0.0)  # a mark that keeps up with the memory
+print(peak.method, peak.growth(), peak.exact, tracked)
 """
 
 
@@ -69,9 +71,11 @@ def test_peak_rss_sees_a_new_allocation_in_a_fresh_process(method):
     root = Path(__file__).parents[1]
     out = subprocess.run(
         [sys.executable, "-c", PEAK_PROBE, method], capture_output=True, text=True, check=True, cwd=root
-    ).stdout.rsplit(maxsplit=2)
+    ).stdout.rsplit(maxsplit=3)
     if out[0] != method:
         pytest.skip(f"{method} is not available here (got {out[0]})")
+    if out[3] != "True":
+        pytest.skip("this kernel's VmHWM stays below the resident memory")
     assert out[2] == "True" and 1000 <= float(out[1]) < 1100
 
 
