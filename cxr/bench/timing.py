@@ -153,7 +153,7 @@ class PeakRSS:
         self.exact = True
         status = self._status()
         self.has_rss, self.has_hwm = "VmRSS" in status, "VmHWM" in status
-        self.start_peak = self._peak()
+        self.start_peak = self._peak(status)
         reset = False
         if self.has_hwm and self.has_rss:
             try:
@@ -164,7 +164,7 @@ class PeakRSS:
             except (OSError, KeyError):
                 pass
         self.method = "VmHWM reset" if reset else "VmHWM" if self.has_hwm else "ru_maxrss"
-        self.start = self._rss_now()
+        self.start = self._rss_now(self._status())
 
     @staticmethod
     def _status() -> dict[str, float]:
@@ -184,11 +184,11 @@ class PeakRSS:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
-    def _peak(self) -> float:
-        return self._status()["VmHWM"] if self.has_hwm else self._maxrss()
+    def _peak(self, status: dict[str, float]) -> float:
+        return status["VmHWM"] if self.has_hwm else self._maxrss()
 
-    def _rss_now(self) -> float:
-        return self._status()["VmRSS"] if self.has_rss else self._maxrss()
+    def _rss_now(self, status: dict[str, float]) -> float:
+        return status["VmRSS"] if self.has_rss else self._maxrss()
 
     def growth(self) -> float:
         """MB above the resident memory at start; 0 when pages freed meanwhile kept the peak below it.
@@ -196,7 +196,8 @@ class PeakRSS:
         Never below the growth of the resident memory now: the peak is at least that, whatever a
         kernel's counters say.
         """
-        now, peak = self._rss_now(), self._peak()
+        status = self._status()
+        now, peak = self._rss_now(status), self._peak(status)
         if self.method != "VmHWM reset":
             self.exact = peak > self.start_peak
             if not self.exact:
