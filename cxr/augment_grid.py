@@ -39,8 +39,9 @@ def _pick_rows(dataset, n: int) -> list[int]:
     return list(range(min(n, len(dataset))))
 
 
-def render_grid(dataset, out: str | Path, rows: int = 4, cols: int = 5, seed: int = 0, title: str = "",
-                dpi: int = 80) -> Path:
+def render_grid(
+    dataset, out: str | Path, rows: int = 4, cols: int = 5, seed: int = 0, title: str = "", dpi: int = 80
+) -> Path:
     """Draw ``rows`` samples of ``dataset`` (its ``transform`` is the augmenting one) to a PNG."""
     import albumentations as A
     import matplotlib
@@ -53,11 +54,15 @@ def render_grid(dataset, out: str | Path, rows: int = 4, cols: int = 5, seed: in
 
     augmenting = dataset.transform
     plain = RadiographTransform((), augmenting.mean, augmenting.std)
-    for t in augmenting.augment:  # albumentations draws from its own generator; seed it for a repeatable picture
+    for (
+        t
+    ) in augmenting.augment:  # albumentations draws from its own generator; seed it for a repeatable picture
         if isinstance(t, A.BasicTransform):
             t.set_random_seed(seed)
     indices = _pick_rows(dataset, rows)
-    fig, axes = plt.subplots(len(indices), cols + 1, figsize=(2.2 * (cols + 1), 2.2 * len(indices)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(indices), cols + 1, figsize=(2.2 * (cols + 1), 2.2 * len(indices)), squeeze=False
+    )
     for r, i in enumerate(indices):
         for c in range(cols + 1):
             dataset.transform = plain if c == 0 else augmenting
@@ -65,7 +70,9 @@ def render_grid(dataset, out: str | Path, rows: int = 4, cols: int = 5, seed: in
             ax = axes[r, c]
             ax.imshow(augmenting.denormalize(sample["image"])[0].numpy(), cmap="gray", vmin=0, vmax=1)
             for x1, y1, x2, y2 in np.asarray(sample.get("boxes", np.zeros((0, 4)))).reshape(-1, 4):
-                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=1.2))
+                ax.add_patch(
+                    Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=1.2)
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -96,8 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     datamodule.setup("fit")
     dataset = datamodule.train_dataloader().dataset
     name = cfg.hydra.runtime.choices.get("augment", "?")
-    out = render_grid(dataset, options["out"], int(options["rows"]), int(options["cols"]), seed=int(cfg.seed),
-                      title=f"augment={name}")
+    out = render_grid(
+        dataset,
+        options["out"],
+        int(options["rows"]),
+        int(options["cols"]),
+        seed=int(cfg.seed),
+        title=f"augment={name}",
+    )
     print(f"wrote {out}")
 
 

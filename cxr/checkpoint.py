@@ -71,8 +71,10 @@ def read_checkpoint(path: str | Path) -> dict:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
         detail = (named or lines or [""])[0]
-        raise CheckpointError(f"{path}: refused to load: the file holds Python objects other than tensors and "
-                              f"plain containers, so it may be tampered with ({detail})") from err
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds Python objects other than tensors and "
+            f"plain containers, so it may be tampered with ({detail})"
+        ) from err
     except Exception as err:  # RuntimeError (bad zip), EOFError, OSError ...: truncated or not a checkpoint
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a loadable checkpoint, truncated or corrupt ({first})") from err

@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any
 
 
-def parse_key_values(argv: Sequence[str], prog: str, usage: str, options: Mapping[str, Callable[[str], Any]],
-                     repeated: Sequence[str] = ()) -> dict[str, Any]:
+def parse_key_values(
+    argv: Sequence[str],
+    prog: str,
+    usage: str,
+    options: Mapping[str, Callable[[str], Any]],
+    repeated: Sequence[str] = (),
+) -> dict[str, Any]:
     """``key=value`` tokens to a dict, each value converted by ``options[key]``; keys in ``repeated``
     collect lists (present, possibly empty). ``-h``/``--help`` prints ``usage`` and exits 0; a bad
     token exits with a one-line error naming it."""
@@ -42,11 +47,19 @@ def require(args: Mapping[str, Any], keys: Sequence[str], prog: str) -> None:
     """Exit with one line naming the required ``keys`` that are missing or empty."""
     missing = [k for k in keys if not args.get(k)]
     if missing:
-        raise SystemExit(f"{prog}: error: missing {' '.join(f'{k}=...' for k in missing)} (see {prog} --help)")
+        raise SystemExit(
+            f"{prog}: error: missing {' '.join(f'{k}=...' for k in missing)} (see {prog} --help)"
+        )
 
 
-def parse_command(argv: Sequence[str] | None, prog: str, usage: str, options: Mapping[str, Callable[[str], Any]],
-                  required: Sequence[str] = (), repeated: Sequence[str] = ()) -> dict[str, Any]:
+def parse_command(
+    argv: Sequence[str] | None,
+    prog: str,
+    usage: str,
+    options: Mapping[str, Callable[[str], Any]],
+    required: Sequence[str] = (),
+    repeated: Sequence[str] = (),
+) -> dict[str, Any]:
     """A tool's command line: :func:`parse_key_values` of ``argv`` (``sys.argv[1:]`` when None), then
     :func:`require` of ``required``; then logs INFO and above to stderr as ``LEVEL name: message``."""
     args = parse_key_values(sys.argv[1:] if argv is None else list(argv), prog, usage, options, repeated)

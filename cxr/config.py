@@ -52,8 +52,11 @@ def build_augment(cfg: DictConfig | dict | None) -> list:
 register_resolvers()
 
 
-def compose(overrides: list[str] | tuple[str, ...] = (), output_dir: str | Path | None = None,
-            config_name: str = "train") -> DictConfig:
+def compose(
+    overrides: list[str] | tuple[str, ...] = (),
+    output_dir: str | Path | None = None,
+    config_name: str = "train",
+) -> DictConfig:
     """Compose the training config in-process (tests, demo, notebooks) as ``cxr-train`` would.
 
     Sets Hydra's runtime state so ``${hydra:...}`` interpolations resolve; ``output_dir`` becomes

@@ -47,10 +47,20 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, lr in MODELS.items():
         cfg = compose(
-            [f"model={name}", f"datamodule.data_dir={data_dir.resolve()}", f"datamodule.image_size={args.image_size}",
-             "datamodule.batch_size=16", "datamodule.num_workers=0", f"datamodule.cache_dir={(out / 'cache').resolve()}",
-             "trainer=cpu", f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=true",
-             f"task.optimizer.lr={lr}", "logger=csv", "ckpt_path=null"],
+            [
+                f"model={name}",
+                f"datamodule.data_dir={data_dir.resolve()}",
+                f"datamodule.image_size={args.image_size}",
+                "datamodule.batch_size=16",
+                "datamodule.num_workers=0",
+                f"datamodule.cache_dir={(out / 'cache').resolve()}",
+                "trainer=cpu",
+                f"trainer.max_epochs={args.epochs}",
+                "trainer.enable_progress_bar=true",
+                f"task.optimizer.lr={lr}",
+                "logger=csv",
+                "ckpt_path=null",
+            ],
             output_dir=out / "runs" / name,
         )
         print(f"training {name} for {args.epochs} epochs at {args.image_size}px (Adam lr {lr:g}) ...")

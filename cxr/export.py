@@ -46,12 +46,16 @@ class _WithProbabilities(nn.Module):
 
 
 def _metadata(member: Member, threshold: float | None) -> dict[str, str]:
-    return {"cxr_model": member.meta["model_name"], "cxr_image_size": str(member.image_size),
-            "cxr_mean": str(member.mean), "cxr_std": str(member.std),
-            "cxr_class_names": json.dumps(list(member.class_names)),
-            "cxr_decision_threshold": "" if threshold is None else str(threshold),
-            "cxr_input": "image float32 (B, C, S, S): (pixel / 255 - mean) / std",
-            "cxr_checkpoint": member.path.name}
+    return {
+        "cxr_model": member.meta["model_name"],
+        "cxr_image_size": str(member.image_size),
+        "cxr_mean": str(member.mean),
+        "cxr_std": str(member.std),
+        "cxr_class_names": json.dumps(list(member.class_names)),
+        "cxr_decision_threshold": "" if threshold is None else str(threshold),
+        "cxr_input": "image float32 (B, C, S, S): (pixel / 255 - mean) / std",
+        "cxr_checkpoint": member.path.name,
+    }
 
 
 def compare_onnx(path: str | Path, model: nn.Module, example: torch.Tensor) -> float | None:
@@ -68,8 +72,14 @@ def compare_onnx(path: str | Path, model: nn.Module, example: torch.Tensor) -> f
     return float(abs(onnx_probs - torch_probs).max())
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = 17, check: bool = True,
-                atol: float = 1e-4, decision_threshold: float | None = None) -> Path:
+def export_onnx(
+    checkpoint: str | Path,
+    out: str | Path | None = None,
+    opset: int = 17,
+    check: bool = True,
+    atol: float = 1e-4,
+    decision_threshold: float | None = None,
+) -> Path:
     """Export a classifier checkpoint to ONNX and return the file's path.
 
     Raises:
@@ -80,22 +90,35 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
 
     member = load_member(checkpoint, "cpu", optimise=False)  # the network as trained
     if member.task != "classification":
-        raise ValueError(f"{member.path}: cxr-export handles the classifiers (plain_cnn, depthwise_cnn, mobilenet); "
-                         f"this is a {member.task} model ({member.meta['model_name']})")
+        raise ValueError(
+            f"{member.path}: cxr-export handles the classifiers (plain_cnn, depthwise_cnn, mobilenet); "
+            f"this is a {member.task} model ({member.meta['model_name']})"
+        )
     out = Path(out) if out is not None else member.path.with_suffix(".onnx")
     in_chans = int(member.meta["model_kwargs"].get("in_chans", 1))
-    example = torch.randn(2, in_chans, member.image_size, member.image_size, generator=torch.Generator().manual_seed(0))
+    example = torch.randn(
+        2, in_chans, member.image_size, member.image_size, generator=torch.Generator().manual_seed(0)
+    )
     with warnings.catch_warnings():
         # no onnxscript here, so the TorchScript exporter: it warns about its deprecation and about
         # the models' input-size checks, which tracing fixes for the exported size
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(_WithProbabilities(member.model).eval(), (example,), str(out), dynamo=False,
-                          input_names=["image"], output_names=["logits", "probabilities"], opset_version=opset,
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}})
+        torch.onnx.export(
+            _WithProbabilities(member.model).eval(),
+            (example,),
+            str(out),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits", "probabilities"],
+            opset_version=opset,
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
+        )
     proto = onnx.load(str(out))
     threshold = decision_threshold
-    if threshold is None:  # as cxr-predict would use it: postprocess.json beside the checkpoint, else the task's
+    if (
+        threshold is None
+    ):  # as cxr-predict would use it: postprocess.json beside the checkpoint, else the task's
         found = find_settings([member.path])
         threshold = PostprocessSettings.load(found).decision_threshold if found else None
         threshold = member.decision_threshold if threshold is None else threshold
@@ -116,14 +139,34 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``cxr-export``: prints the written file's path."""
-    args = parse_command(argv, "cxr-export", USAGE, {"ckpt": Path, "format": str, "out": Path, "opset": int,
-                                                     "check": boolean, "atol": float, "threshold": float},
-                         required=("ckpt",))
+    args = parse_command(
+        argv,
+        "cxr-export",
+        USAGE,
+        {
+            "ckpt": Path,
+            "format": str,
+            "out": Path,
+            "opset": int,
+            "check": boolean,
+            "atol": float,
+            "threshold": float,
+        },
+        required=("ckpt",),
+    )
     if args.get("format", "onnx") not in FORMATS:
-        raise SystemExit(f"cxr-export: error: format={args['format']!r} is not supported; choose from {FORMATS}")
+        raise SystemExit(
+            f"cxr-export: error: format={args['format']!r} is not supported; choose from {FORMATS}"
+        )
     with exit_on_error("cxr-export"):
-        path = export_onnx(args["ckpt"], args.get("out"), args.get("opset", 17), args.get("check", True),
-                           args.get("atol", 1e-4), args.get("threshold"))
+        path = export_onnx(
+            args["ckpt"],
+            args.get("out"),
+            args.get("opset", 17),
+            args.get("check", True),
+            args.get("atol", 1e-4),
+            args.get("threshold"),
+        )
     print(path)
 
 

@@ -36,9 +36,14 @@ def rng_states() -> dict[str, Any]:
     # the legacy global state is what third-party code draws from; cxr itself uses Generators
     _, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
     states: dict[str, Any] = {
-        "torch": torch.get_rng_state(), "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -51,8 +56,15 @@ def set_rng_states(states: dict[str, Any]) -> None:
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
     np_state = states["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],  # noqa: NPY002
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(  # noqa: NPY002 (restores the legacy global state Lightning seeds)
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     cuda = states.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
@@ -68,11 +80,18 @@ class ResumeCheckpoint(Checkpoint):
     after other callbacks (``ModelCheckpoint`` included, in config order).
     """
 
-    def __init__(self, dirpath: str | Path, every_n_train_steps: int = 0, every_n_minutes: float = 0.0,
-                 filename: str = "last.ckpt") -> None:
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_train_steps: int = 0,
+        every_n_minutes: float = 0.0,
+        filename: str = "last.ckpt",
+    ) -> None:
         if every_n_train_steps < 0 or every_n_minutes < 0:
-            raise ValueError(f"every_n_train_steps and every_n_minutes must be >= 0, got {every_n_train_steps}, "
-                             f"{every_n_minutes}")
+            raise ValueError(
+                f"every_n_train_steps and every_n_minutes must be >= 0, got {every_n_train_steps}, "
+                f"{every_n_minutes}"
+            )
         self.path = Path(dirpath) / filename
         self.every_n_train_steps, self.every_n_minutes = int(every_n_train_steps), float(every_n_minutes)
         self._last_time = time.monotonic()
@@ -91,12 +110,16 @@ class ResumeCheckpoint(Checkpoint):
         if self._pending_rng is not None:
             set_rng_states(self._pending_rng)
             self._pending_rng = None
-            log.info("resumed at global step %d (epoch %d) with the saved RNG states", trainer.global_step,
-                     trainer.current_epoch)
+            log.info(
+                "resumed at global step %d (epoch %d) with the saved RNG states",
+                trainer.global_step,
+                trainer.current_epoch,
+            )
         self._last_time = time.monotonic()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # accumulated gradients are not part of a checkpoint
         step = trainer.global_step
@@ -148,17 +171,21 @@ class NonFiniteGuard(pl.Callback):
         self._loss: torch.Tensor | None = None
         self._buffers: list[torch.Tensor] = []
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._batch, self._batch_idx, self._loss = batch, batch_idx, None
         if self.mode == "skip":  # a NaN forward pass also poisons batch-norm running statistics
             self._buffers = [b.detach().clone() for b in pl_module.buffers()]
 
-    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
         self._loss = loss.detach()
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         if self.mode == "off":
             return
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -178,9 +205,11 @@ class NonFiniteGuard(pl.Callback):
         what = f"loss ({loss.float().mean().item():g})" if not loss_ok else "gradient"
         where = self._where(trainer)
         if self.mode == "stop":
-            raise NonFiniteLossError(f"non-finite {what} at {where}; stopped before the optimizer step, weights "
-                                     "unchanged. Lower task.optimizer.lr, check those images, or set "
-                                     "guards.nonfinite=skip to drop such batches")
+            raise NonFiniteLossError(
+                f"non-finite {what} at {where}; stopped before the optimizer step, weights "
+                "unchanged. Lower task.optimizer.lr, check those images, or set "
+                "guards.nonfinite=skip to drop such batches"
+            )
         for p in params:
             p.grad = None  # optimizers skip parameters without a gradient: no update, no moment change
         with torch.no_grad():
@@ -189,10 +218,14 @@ class NonFiniteGuard(pl.Callback):
         self.skipped += 1
         self._epoch_skipped += 1
         self._consecutive += 1
-        log.warning("skipped a batch with a non-finite %s at %s (%d skipped so far)", what, where, self.skipped)
+        log.warning(
+            "skipped a batch with a non-finite %s at %s (%d skipped so far)", what, where, self.skipped
+        )
         if self._consecutive >= self.max_consecutive_skips:
-            raise NonFiniteLossError(f"non-finite {what} in {self._consecutive} consecutive batches, the last at "
-                                     f"{where}: the run has diverged. Lower task.optimizer.lr or check the data")
+            raise NonFiniteLossError(
+                f"non-finite {what} in {self._consecutive} consecutive batches, the last at "
+                f"{where}: the run has diverged. Lower task.optimizer.lr or check the data"
+            )
 
     def _where(self, trainer: pl.Trainer) -> str:
         text = f"global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx})"
@@ -206,8 +239,12 @@ class NonFiniteGuard(pl.Callback):
         if self.mode == "skip":
             pl_module.log("train/nonfinite_skipped", float(self._epoch_skipped))
         if self._epoch_skipped:
-            log.warning("epoch %d: skipped %d batch(es) with a non-finite loss or gradient (%d in total)",
-                        trainer.current_epoch, self._epoch_skipped, self.skipped)
+            log.warning(
+                "epoch %d: skipped %d batch(es) with a non-finite loss or gradient (%d in total)",
+                trainer.current_epoch,
+                self._epoch_skipped,
+                self.skipped,
+            )
         self._epoch_skipped = 0
 
     def state_dict(self) -> dict[str, Any]:
@@ -224,5 +261,7 @@ def out_of_memory_message(error: BaseException, batch_size: int | None, image_si
         advice = f"retry with datamodule.batch_size={batch_size // 2}"
     else:
         advice = "retry with a smaller datamodule.image_size or model"
-    return (f"out of device memory with datamodule.batch_size={batch_size}, datamodule.image_size={image_size}: "
-            f"{advice} (or trainer.precision=bf16-mixed where supported) [{first}]")
+    return (
+        f"out of device memory with datamodule.batch_size={batch_size}, datamodule.image_size={image_size}: "
+        f"{advice} (or trainer.precision=bf16-mixed where supported) [{first}]"
+    )

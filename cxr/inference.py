@@ -98,18 +98,28 @@ def load_member(path: str | Path, device: str | torch.device = "cpu", optimise: 
         model = optimise_for_inference(model)
     task = TASKS.get(meta.get("task", ""))
     if task is None:
-        raise CheckpointError(f"{path}: task {meta.get('task')!r} cannot predict; known tasks: {sorted(TASKS)}")
+        raise CheckpointError(
+            f"{path}: task {meta.get('task')!r} cannot predict; known tasks: {sorted(TASKS)}"
+        )
     ckpt = read_checkpoint(path)
     hparams = ckpt.get("hyper_parameters") or {}
     tuned = ckpt["state_dict"].get("score_thresh")
     score_thresh = float(tuned) if tuned is not None and not math.isnan(float(tuned)) else None
     dm = meta["datamodule"]
-    return Member(path=path, model=model.to(resolve_device(str(device))).eval(), task=task,
-                  image_size=int(dm["image_size"]),
-                  mean=float(dm.get("mean", DEFAULT_MEAN)), std=float(dm.get("std", DEFAULT_STD)),
-                  class_names=_class_names(meta, task), epoch=ckpt.get("epoch"), fold=dm.get("fold"),
-                  score_thresh=score_thresh,
-                  decision_threshold=float(hparams["threshold"]) if "threshold" in hparams else None, meta=meta)
+    return Member(
+        path=path,
+        model=model.to(resolve_device(str(device))).eval(),
+        task=task,
+        image_size=int(dm["image_size"]),
+        mean=float(dm.get("mean", DEFAULT_MEAN)),
+        std=float(dm.get("std", DEFAULT_STD)),
+        class_names=_class_names(meta, task),
+        epoch=ckpt.get("epoch"),
+        fold=dm.get("fold"),
+        score_thresh=score_thresh,
+        decision_threshold=float(hparams["threshold"]) if "threshold" in hparams else None,
+        meta=meta,
+    )
 
 
 def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> list[Member]:
@@ -122,8 +132,10 @@ def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu"
         raise ValueError("checkpoints mix tasks: " + ", ".join(f"{m.path} ({m.task})" for m in members))
     names = {m.class_names for m in members}
     if len(names) > 1:
-        raise ValueError("checkpoints predict different classes: "
-                         + ", ".join(f"{m.path} {m.class_names}" for m in members))
+        raise ValueError(
+            "checkpoints predict different classes: "
+            + ", ".join(f"{m.path} {m.class_names}" for m in members)
+        )
     return members
 
 
@@ -165,8 +177,9 @@ def classify(member: Member, images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def detect(member: Member, images: Tensor, orig_sizes: Tensor | Sequence[Sequence[int]],
-           raw_detections: int = 300) -> tuple[list[dict[str, Tensor]], Tensor | None]:
+def detect(
+    member: Member, images: Tensor, orig_sizes: Tensor | Sequence[Sequence[int]], raw_detections: int = 300
+) -> tuple[list[dict[str, Tensor]], Tensor | None]:
     """Raw detections of a RetinaNet member, with its own NMS switched off, for ensembling.
 
     Args:

@@ -38,8 +38,16 @@ def draw_boxes(image: np.ndarray, boxes, scores=None, max_side: int = 1024) -> n
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         cv2.rectangle(picture, (round(x1), round(y1)), (round(x2), round(y2)), BOX_COLOUR, thickness)
         if scores is not None:
-            cv2.putText(picture, f"{float(scores[i]):.2f}", (round(x1), max(12, round(y1) - 4)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, BOX_COLOUR, thickness, cv2.LINE_AA)
+            cv2.putText(
+                picture,
+                f"{float(scores[i]):.2f}",
+                (round(x1), max(12, round(y1) - 4)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4 * thickness,
+                BOX_COLOUR,
+                thickness,
+                cv2.LINE_AA,
+            )
     return picture
 
 
@@ -48,8 +56,11 @@ def last_feature_conv(model: nn.Module, example: Tensor) -> nn.Conv2d:
     Grad-CAM layer of a timm-style classifier. Convolutions of the head (MobileNetV3's ``conv_head``
     runs after pooling, on a 1×1 map) are not part of ``forward_features`` and so are never chosen."""
     called: list[nn.Conv2d] = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: called.append(mod))
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: called.append(mod))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     try:
         with torch.no_grad():
             forward = getattr(model, "forward_features", model)
@@ -79,11 +90,15 @@ def grad_cam(model: nn.Module, images: Tensor, class_index: int | Sequence[int])
     return np.asarray(maps, np.float32)
 
 
-def draw_heatmap(image: np.ndarray, heatmap: np.ndarray, max_side: int = 1024, weight: float = 0.5) -> np.ndarray:
+def draw_heatmap(
+    image: np.ndarray, heatmap: np.ndarray, max_side: int = 1024, weight: float = 0.5
+) -> np.ndarray:
     """The radiograph blended with a [0, 1] heat map (any size; resized to the picture), jet colours."""
     picture, _ = _display(image, max_side)
     heat = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), (picture.shape[1], picture.shape[0]))
-    colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    colour = cv2.cvtColor(
+        cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
+    )
     return (weight * picture + (1 - weight) * colour).round().astype(np.uint8)
 
 

@@ -41,8 +41,12 @@ def mean_curves(logs: Sequence[pd.DataFrame], column: str) -> pd.DataFrame:
     return pd.DataFrame({"mean": stacked.mean(axis=1), "std": stacked.std(axis=1, ddof=1)}).sort_index()
 
 
-def training_curves(runs: Mapping[str, Sequence[str | Path | None]],
-                    panels: Sequence[tuple[str, str | None, str | None]], path: str | Path, title: str) -> Path | None:
+def training_curves(
+    runs: Mapping[str, Sequence[str | Path | None]],
+    panels: Sequence[tuple[str, str | None, str | None]],
+    path: str | Path,
+    title: str,
+) -> Path | None:
     """One panel per ``(label, train column, val column)``, one colour per row of ``runs``
     (row label -> run folders). Returns the PNG's path, or None when no run has a log."""
     from matplotlib.figure import Figure
@@ -64,10 +68,24 @@ def training_curves(runs: Mapping[str, Sequence[str | Path | None]],
                 if curve.empty:
                     continue
                 x = curve.index.to_numpy() + 1  # epochs counted from 1
-                ax.plot(x, curve["mean"], style, color=colours[i % 10], marker="o", ms=3, label=f"{row} ({suffix})")
+                ax.plot(
+                    x,
+                    curve["mean"],
+                    style,
+                    color=colours[i % 10],
+                    marker="o",
+                    ms=3,
+                    label=f"{row} ({suffix})",
+                )
                 if suffix == "val" and curve["std"].notna().any():
-                    ax.fill_between(x, curve["mean"] - curve["std"], curve["mean"] + curve["std"],
-                                    color=colours[i % 10], alpha=0.1, lw=0)
+                    ax.fill_between(
+                        x,
+                        curve["mean"] - curve["std"],
+                        curve["mean"] + curve["std"],
+                        color=colours[i % 10],
+                        alpha=0.1,
+                        lw=0,
+                    )
         ax.set(xlabel="epoch", ylabel=label, title=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -97,8 +115,9 @@ def nms_curves(sweep: pd.DataFrame, path: str | Path, title: str) -> Path | None
         x = stats.index.to_numpy()
         ax.plot(x, stats["mean"], marker="o", ms=3, color=f"C{i}", label=setting)
         if stats["std"].notna().any():
-            ax.fill_between(x, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=f"C{i}",
-                            alpha=0.15, lw=0)
+            ax.fill_between(
+                x, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=f"C{i}", alpha=0.15, lw=0
+            )
     ax.set(xlabel="NMS IoU threshold", ylabel="validation RSNA mAP (best score threshold)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

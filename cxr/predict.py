@@ -61,8 +61,12 @@ def list_inputs(inputs: Sequence[str | Path]) -> list[Path]:
             found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
             images = [p for p in found if p.suffix.lower() in INPUT_SUFFIXES]
             if len(images) < len(found):
-                log.warning("%s: ignored %d file(s) without an image suffix %s", item, len(found) - len(images),
-                            sorted(INPUT_SUFFIXES))
+                log.warning(
+                    "%s: ignored %d file(s) without an image suffix %s",
+                    item,
+                    len(found) - len(images),
+                    sorted(INPUT_SUFFIXES),
+                )
             files.extend(images)
         elif item.exists():
             files.append(item)
@@ -78,8 +82,9 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def resolve_settings(members: Sequence[Member], postprocess: str = "auto",
-                     **overrides: Any) -> tuple[PostprocessSettings, str]:
+def resolve_settings(
+    members: Sequence[Member], postprocess: str = "auto", **overrides: Any
+) -> tuple[PostprocessSettings, str]:
     """The post-processing to predict with and where it came from: the members' own values, then
     ``postprocess.json`` (``postprocess="auto"`` finds it, ``"none"`` ignores it, else a path), then
     ``overrides`` (``None`` values ignored)."""
@@ -87,21 +92,34 @@ def resolve_settings(members: Sequence[Member], postprocess: str = "auto",
     if task == "detection":
         tuned = _mean([m.score_thresh for m in members])
         if tuned is None:
-            log.warning("no tuned score threshold in the checkpoints (validation never ran) and none given: "
-                        "using 0.5; run cxr-tune or pass score=")
-        base = PostprocessSettings(task, nms_thresh=float(members[0].meta["model_kwargs"].get("nms_thresh", 0.5)),
-                                   score_thresh=0.5 if tuned is None else tuned)
+            log.warning(
+                "no tuned score threshold in the checkpoints (validation never ran) and none given: "
+                "using 0.5; run cxr-tune or pass score="
+            )
+        base = PostprocessSettings(
+            task,
+            nms_thresh=float(members[0].meta["model_kwargs"].get("nms_thresh", 0.5)),
+            score_thresh=0.5 if tuned is None else tuned,
+        )
     else:
         threshold = _mean([m.decision_threshold for m in members])
         base = PostprocessSettings(task, decision_threshold=0.5 if threshold is None else threshold)
     source = "checkpoints"
-    path = None if postprocess == "none" else find_settings([m.path for m in members]) if postprocess == "auto" \
+    path = (
+        None
+        if postprocess == "none"
+        else find_settings([m.path for m in members])
+        if postprocess == "auto"
         else Path(postprocess)
+    )
     if path is not None:
         loaded = PostprocessSettings.load(path)
         if loaded.task != task:
             raise ValueError(f"{path}: settings for {loaded.task}, but the checkpoints are {task} models")
-        base, source = base.replace(**dataclasses.asdict(loaded)), str(path)  # its nulls keep the members' values
+        base, source = (
+            base.replace(**dataclasses.asdict(loaded)),
+            str(path),
+        )  # its nulls keep the members' values
         log.info("post-processing from %s", path)
     changed = {k: v for k, v in overrides.items() if v is not None}
     if changed:
@@ -153,13 +171,29 @@ def _detection_rows(members, settings, files, images, overlay_dir):
         merged = {k: v[keep] for k, v in merged.items()}
         boxes = adjust_box_sizes(merged, settings.box_size, settings.shrink, settings.percentile_scale)
         h, w = img.shape[:2]
-        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w),
-                             boxes[:, 3].clamp(0, h)], dim=1)
+        boxes = torch.stack(
+            [
+                boxes[:, 0].clamp(0, w),
+                boxes[:, 1].clamp(0, h),
+                boxes[:, 2].clamp(0, w),
+                boxes[:, 3].clamp(0, h),
+            ],
+            dim=1,
+        )
         kept[path] = {"boxes": boxes, "scores": merged["scores"]}
         extra = {} if probs is None else dict(zip(names, probs[i].tolist(), strict=True))
         for (x1, y1, x2, y2), score in zip(boxes.tolist(), merged["scores"].tolist(), strict=True):
-            rows.append({"file": str(path), "score": score, "x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1,
-                         **extra})
+            rows.append(
+                {
+                    "file": str(path),
+                    "score": score,
+                    "x": x1,
+                    "y": y1,
+                    "width": x2 - x1,
+                    "height": y2 - y1,
+                    **extra,
+                }
+            )
         if not len(boxes):
             rows.append({"file": str(path), **extra})
         if overlay_dir is not None:
@@ -178,10 +212,21 @@ def _classification_rows(members, settings, files, images, overlay_dir):
     p_pneumonia = 1 - probs[:, 0]
     for i, path in enumerate(files):
         label = int(p_pneumonia[i] >= settings.decision_threshold)
-        cls = int(probs[i, 1:].argmax()) + 1 if label else 0  # below the threshold: normal; else the likeliest kind
-        extra = {_column(n): p for n, p in zip(names, probs[i].tolist(), strict=True)} if len(names) > 2 else {}
-        rows.append({"file": str(path), "probability": float(p_pneumonia[i]), "label": label, "class": names[cls],
-                     **extra})
+        cls = (
+            int(probs[i, 1:].argmax()) + 1 if label else 0
+        )  # below the threshold: normal; else the likeliest kind
+        extra = (
+            {_column(n): p for n, p in zip(names, probs[i].tolist(), strict=True)} if len(names) > 2 else {}
+        )
+        rows.append(
+            {
+                "file": str(path),
+                "probability": float(p_pneumonia[i]),
+                "label": label,
+                "class": names[cls],
+                **extra,
+            }
+        )
     if overlay_dir is not None:
         _heatmaps(members, files, images, probs, overlay_dir)
     return rows, {}
@@ -211,8 +256,14 @@ def _overlay_path(folder: Path, source: Path) -> Path:
     return path
 
 
-def run_prediction(members: Sequence[Member], files: Sequence[Path], out: str | Path,
-                   settings: PostprocessSettings, batch_size: int = 8, overlays: bool = False) -> pd.DataFrame:
+def run_prediction(
+    members: Sequence[Member],
+    files: Sequence[Path],
+    out: str | Path,
+    settings: PostprocessSettings,
+    batch_size: int = 8,
+    overlays: bool = False,
+) -> pd.DataFrame:
     """Predict on ``files`` with the ensemble of ``members`` and write ``out/predictions.csv`` (and, for
     detection, ``out/submission.csv``; with ``overlays``, PNGs in ``out/overlays``). Returns the
     predictions table. Unreadable files get a row with their ``error``; the rest go on."""
@@ -227,7 +278,7 @@ def run_prediction(members: Sequence[Member], files: Sequence[Path], out: str | 
     rows, kept, errors = [], {}, {}
     with tqdm(total=len(files), desc="cxr-predict", unit="img") as bar:
         for start in range(0, len(files), batch_size):
-            chunk = list(files[start:start + batch_size])
+            chunk = list(files[start : start + batch_size])
             images, failed = _decode(chunk, hints)
             errors.update(failed)
             readable = [f for f in chunk if f not in failed]
@@ -238,25 +289,36 @@ def run_prediction(members: Sequence[Member], files: Sequence[Path], out: str | 
                 kept.update(new_kept)
             rows.extend({"file": str(f), "error": failed[f]} for f in chunk if f in failed)
             bar.update(len(chunk))
-    columns = (["file", "score", "x", "y", "width", "height"] if detection else
-               ["file", "probability", "label", "class"])
+    columns = (
+        ["file", "score", "x", "y", "width", "height"]
+        if detection
+        else ["file", "probability", "label", "class"]
+    )
     table = pd.DataFrame(rows)
-    table = table.reindex(columns=[*columns, *[c for c in table.columns if c not in columns and c != "error"],
-                                   "error"])
+    table = table.reindex(
+        columns=[*columns, *[c for c in table.columns if c not in columns and c != "error"], "error"]
+    )
     table["error"] = table["error"].astype(object).fillna("")
     if "label" in table:
         table["label"] = table["label"].astype("Int64")  # stays an integer beside the empty rows of errors
     table.to_csv(out / "predictions.csv", index=False)
     if errors:
-        log.warning("%d of %d file(s) could not be read; see the error column of %s", len(errors), len(files),
-                    out / "predictions.csv")
+        log.warning(
+            "%d of %d file(s) could not be read; see the error column of %s",
+            len(errors),
+            len(files),
+            out / "predictions.csv",
+        )
     if detection:
         by_patient = {}
         for path, pred in kept.items():
             by_patient.setdefault(path.stem, pred)
         if len(by_patient) < len(kept):
-            log.warning("%d file(s) share a name with another (patientId = file name): only the first of each is "
-                        "in submission.csv", len(kept) - len(by_patient))
+            log.warning(
+                "%d file(s) share a name with another (patientId = file name): only the first of each is "
+                "in submission.csv",
+                len(kept) - len(by_patient),
+            )
         if errors:
             log.warning("%d unreadable file(s) are left out of submission.csv", len(errors))
         write_submission(by_patient, out / "submission.csv")
@@ -267,23 +329,64 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``cxr-predict`` (exits with a one-line error on bad arguments or checkpoints)."""
     from cxr.inference import load_members, resolve_device
 
-    args = parse_command(argv, "cxr-predict", USAGE, {
-        "ckpt": str, "input": str, "out": Path, "device": str, "batch_size": int, "overlays": boolean,
-        "postprocess": str, "nms": float, "score": float, "score_mode": str, "box_size": str, "shrink": float,
-        "scale": float, "threshold": float}, required=("ckpt", "input", "out"), repeated=("ckpt", "input"))
+    args = parse_command(
+        argv,
+        "cxr-predict",
+        USAGE,
+        {
+            "ckpt": str,
+            "input": str,
+            "out": Path,
+            "device": str,
+            "batch_size": int,
+            "overlays": boolean,
+            "postprocess": str,
+            "nms": float,
+            "score": float,
+            "score_mode": str,
+            "box_size": str,
+            "shrink": float,
+            "scale": float,
+            "threshold": float,
+        },
+        required=("ckpt", "input", "out"),
+        repeated=("ckpt", "input"),
+    )
     with exit_on_error("cxr-predict"):
         members = load_members(expand(args["ckpt"]), resolve_device(args.get("device", "auto")))
         files = list_inputs(args["input"])
         settings, source = resolve_settings(
-            members, args.get("postprocess", "auto"), nms_thresh=args.get("nms"), score_thresh=args.get("score"),
-            score_mode=args.get("score_mode"), box_size=args.get("box_size"), shrink=args.get("shrink"),
-            percentile_scale=args.get("scale"), decision_threshold=args.get("threshold"))
+            members,
+            args.get("postprocess", "auto"),
+            nms_thresh=args.get("nms"),
+            score_thresh=args.get("score"),
+            score_mode=args.get("score_mode"),
+            box_size=args.get("box_size"),
+            shrink=args.get("shrink"),
+            percentile_scale=args.get("scale"),
+            decision_threshold=args.get("threshold"),
+        )
     out = Path(args["out"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "settings.json").write_text(json.dumps({"checkpoints": [str(m.path) for m in members], "source": source,
-                                                   "postprocess": dataclasses.asdict(settings)}, indent=2) + "\n")
-    run_prediction(members, files, out, settings, batch_size=args.get("batch_size", 8),
-                   overlays=args.get("overlays", False))
+    (out / "settings.json").write_text(
+        json.dumps(
+            {
+                "checkpoints": [str(m.path) for m in members],
+                "source": source,
+                "postprocess": dataclasses.asdict(settings),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    run_prediction(
+        members,
+        files,
+        out,
+        settings,
+        batch_size=args.get("batch_size", 8),
+        overlays=args.get("overlays", False),
+    )
     log.info("predictions written to %s", out)
 
 

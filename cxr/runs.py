@@ -16,9 +16,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # Keys that do not change what a run computes: where it writes, logs and caches, and how it resumes.
-IGNORED_KEYS = ("hydra", "name", "paths", "ckpt_path", "skip_finished", "logger", "callbacks",
-                "trainer.enable_progress_bar", "trainer.log_every_n_steps", "datamodule.num_workers",
-                "datamodule.cache_dir", "datamodule.pin_memory")
+IGNORED_KEYS = (
+    "hydra",
+    "name",
+    "paths",
+    "ckpt_path",
+    "skip_finished",
+    "logger",
+    "callbacks",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "datamodule.num_workers",
+    "datamodule.cache_dir",
+    "datamodule.pin_memory",
+)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -21,8 +21,10 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         job_dir = metrics_file.parent
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = overrides_file.read_text().splitlines() if overrides_file.exists() else []
-        row: dict[str, Any] = {"job": job_dir.name,
-                               "overrides": " ".join(o.removeprefix("- ").strip() for o in overrides)}
+        row: dict[str, Any] = {
+            "job": job_dir.name,
+            "overrides": " ".join(o.removeprefix("- ").strip() for o in overrides),
+        }
         metrics = json.loads(metrics_file.read_text())
         row.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         rows.append(row)

@@ -53,13 +53,20 @@ def _check_resume(ckpt: str | None, previous_config: Path, plain: DictConfig) ->
     try:
         read_checkpoint(ckpt)  # weights_only load: a tampered or truncated file fails here, in one line
     except CheckpointError as err:
-        raise ConfigError(f"ckpt_path: {err}; remove it to start over, or pass ckpt_path=<another file>") from None
+        raise ConfigError(
+            f"ckpt_path: {err}; remove it to start over, or pass ckpt_path=<another file>"
+        ) from None
     if previous_config.is_file():
-        changes = config_changes(yaml.safe_load(previous_config.read_text()) or {},
-                                 OmegaConf.to_container(plain, resolve=True))
+        changes = config_changes(
+            yaml.safe_load(previous_config.read_text()) or {}, OmegaConf.to_container(plain, resolve=True)
+        )
         if changes:
-            log.warning("resuming %s with a config that differs from the one it started with (the optimizer "
-                        "state, learning rate included, comes from the checkpoint): %s", ckpt, "; ".join(changes))
+            log.warning(
+                "resuming %s with a config that differs from the one it started with (the optimizer "
+                "state, learning rate included, comes from the checkpoint): %s",
+                ckpt,
+                "; ".join(changes),
+            )
 
 
 def _model_checkpoint(trainer):
@@ -111,8 +118,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     guard = NonFiniteGuard(guards.get("nonfinite", "stop"), guards.get("max_consecutive_skips", 10))
     callbacks.append(guard)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
-                                      default_root_dir=str(output_dir), _convert_="all")
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(output_dir), _convert_="all"
+    )
 
     in_chans = int(cfg.model.get("in_chans", 1))
     size = int(cfg.datamodule.image_size)

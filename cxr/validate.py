@@ -25,12 +25,29 @@ from cxr.config import CONFIG_DIR
 
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 # arguments train.py passes at instantiate time, so configs do not (and must not) name them
-INJECTED = {"datamodule": {"augment"}, "task": {"model"}, "trainer": {"callbacks", "logger", "default_root_dir"}}
+INJECTED = {
+    "datamodule": {"augment"},
+    "task": {"model"},
+    "trainer": {"callbacks", "logger", "default_root_dir"},
+}
 # keys that may change when a run is continued in its folder without changing what it computes
 NONFINITE_MODES = ("stop", "skip", "off")  # cxr.guards.NonFiniteGuard
-RESUMABLE_CHANGES = ("ckpt_path", "train", "test", "name", "paths.", "logger", "callbacks", "guards",
-                     "trainer.max_epochs", "trainer.max_steps", "trainer.enable_progress_bar",
-                     "datamodule.num_workers", "datamodule.cache_dir", "datamodule.pin_memory")
+RESUMABLE_CHANGES = (
+    "ckpt_path",
+    "train",
+    "test",
+    "name",
+    "paths.",
+    "logger",
+    "callbacks",
+    "guards",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.enable_progress_bar",
+    "datamodule.num_workers",
+    "datamodule.cache_dir",
+    "datamodule.pin_memory",
+)
 
 
 class ConfigError(ValueError):
@@ -64,7 +81,9 @@ def _missing_key(tree: Any, key: str) -> str | None:
             return f"{key}: {parent} is a single value, not a group of keys"
         if part not in node:
             valid = sorted(str(k) for k in node if k not in HYDRA_KEYS)
-            return f"{key}: no such key{_nearest(part, valid)}; keys of {parent}: {', '.join(valid) or '(none)'}"
+            return (
+                f"{key}: no such key{_nearest(part, valid)}; keys of {parent}: {', '.join(valid) or '(none)'}"
+            )
         node = node[part]
     return None
 
@@ -93,7 +112,9 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
         if o.key_or_group.split("/")[0].split(".")[0] == "hydra":
             continue
         try:
-            choices = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            choices = (
+                list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            )
         except HydraException:
             continue  # interval sweeps and the like: nothing to enumerate
         if not choices:
@@ -103,8 +124,10 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
             options = sorted(p.stem for p in (config_dir / o.key_or_group).glob("*.yaml"))
             for choice in choices:
                 if choice not in options and choice != "null":
-                    raise ConfigError(f"{o.key_or_group}={choice}: no such config{_nearest(choice, options)}; "
-                                      f"valid: {', '.join(options) or '(none yet)'}")
+                    raise ConfigError(
+                        f"{o.key_or_group}={choice}: no such config{_nearest(choice, options)}; "
+                        f"valid: {', '.join(options) or '(none yet)'}"
+                    )
         line = f"{o.get_key_element()}={choices[0]}" if o.is_sweep_override() else o.input_line
         (selections if is_group else values).append((o, line))
     try:
@@ -113,8 +136,10 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
     except MissingConfigException as err:
         group, _, name = str(err.missing_cfg_file or "").rpartition("/")
         options = sorted(err.options or []) or sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
-        raise ConfigError(f"{group or 'config'}={name}: no such config{_nearest(name, options)}; valid: "
-                          f"{', '.join(options) or '(none yet)'}") from None
+        raise ConfigError(
+            f"{group or 'config'}={name}: no such config{_nearest(name, options)}; valid: "
+            f"{', '.join(options) or '(none yet)'}"
+        ) from None
     except HydraException as err:
         failure = " ".join(str(err).split())
     chosen = _compose(config_dir, config_name, [line for _, line in selections])
@@ -179,8 +204,14 @@ def _check_target(node: dict, path: str, injected: set[str]) -> None:
             why = "is set by cxr-train itself" if key in injected else "is not an argument of " + target
             raise ConfigError(f"{path}.{key}: {why}{_nearest(key, valid)}; valid keys: {', '.join(valid)}")
     if not node.get("_partial_"):
-        missing = [n for n, p in params.items() if p.default is p.empty and n not in given and n not in injected
-                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        missing = [
+            n
+            for n, p in params.items()
+            if p.default is p.empty
+            and n not in given
+            and n not in injected
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
         if missing:
             raise ConfigError(f"{path}: {target} needs {', '.join(missing)}, which the config does not set")
 
@@ -210,13 +241,17 @@ def validate_config(cfg: DictConfig) -> None:
     _check_checkpoint(cfg.get("ckpt_path"))
     mode = (tree.get("guards") or {}).get("nonfinite", "stop")
     if mode not in NONFINITE_MODES:
-        raise ConfigError(f"guards.nonfinite={mode}: not a mode{_nearest(str(mode), NONFINITE_MODES)}; "
-                          f"valid: {', '.join(NONFINITE_MODES)}")
+        raise ConfigError(
+            f"guards.nonfinite={mode}: not a mode{_nearest(str(mode), NONFINITE_MODES)}; "
+            f"valid: {', '.join(NONFINITE_MODES)}"
+        )
     labels, n_classes = OmegaConf.select(cfg, "datamodule.labels"), OmegaConf.select(cfg, "model.num_classes")
     fits = {"binary": (1, 2), "three_class": (3,)}
     if labels in fits and n_classes is not None and n_classes not in fits[labels]:
-        raise ConfigError(f"model.num_classes={n_classes} does not fit datamodule.labels={labels}, which needs "
-                          f"{' or '.join(map(str, fits[labels]))}")
+        raise ConfigError(
+            f"model.num_classes={n_classes} does not fit datamodule.labels={labels}, which needs "
+            f"{' or '.join(map(str, fits[labels]))}"
+        )
     mean, std = OmegaConf.select(cfg, "datamodule.mean"), OmegaConf.select(cfg, "datamodule.std")
     if std is not None and not (isinstance(std, int | float) and math.isfinite(std) and std > 0):
         raise ConfigError(f"datamodule.std={std}: the normalisation divides by it; use a positive number")
@@ -224,7 +259,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"datamodule.mean={mean}: use a finite number")
     in_chans = OmegaConf.select(cfg, "model.in_chans")
     if in_chans is not None and in_chans != 1:
-        raise ConfigError(f"model.in_chans={in_chans}: the datamodules give 1-channel (grayscale) images; use 1")
+        raise ConfigError(
+            f"model.in_chans={in_chans}: the datamodules give 1-channel (grayscale) images; use 1"
+        )
     for group in ("datamodule", "model", "task", "trainer", "logger", "callbacks"):
         for node, path in _targets(tree.get(group), group):
             _check_target(node, path, INJECTED.get(group, set()) if path == group else set())
@@ -249,8 +286,10 @@ def _check_data_dir(cfg: DictConfig, datamodule: dict) -> None:
         raise ConfigError(f"datamodule.data_dir: cannot resolve {datamodule['data_dir']!r} ({err})") from None
     if not data_dir.is_dir():
         state = "is not a folder" if data_dir.exists() else "does not exist"
-        raise ConfigError(f"datamodule.data_dir={data_dir} {state} (set datamodule.data_dir=<folder> or $CXR_DATA)"
-                          f"{_layout(datamodule)}")
+        raise ConfigError(
+            f"datamodule.data_dir={data_dir} {state} (set datamodule.data_dir=<folder> or $CXR_DATA)"
+            f"{_layout(datamodule)}"
+        )
 
 
 def _check_checkpoint(ckpt_path: Any) -> None:
@@ -259,8 +298,10 @@ def _check_checkpoint(ckpt_path: Any) -> None:
         return
     path = Path(str(ckpt_path))
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file; use a checkpoint file, 'last' (the run folder's "
-                          "checkpoints/last.ckpt) or null")
+        raise ConfigError(
+            f"ckpt_path={path}: no such file; use a checkpoint file, 'last' (the run folder's "
+            "checkpoints/last.ckpt) or null"
+        )
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

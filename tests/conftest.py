@@ -12,7 +12,9 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated_default_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_default_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Point the default image cache (``$CXR_CACHE``) into the test session's temp folder, never ~/.cache."""
     monkeypatch.setenv("CXR_CACHE", str(tmp_path_factory.getbasetemp() / "cxr_cache"))
 
@@ -22,7 +24,9 @@ def ped_cxr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 60-image Ped-ChestXray tree (``{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg``), sides 48-96 px, seed 0."""
     from cxr.synth.ped_cxr import write_ped_cxr
 
-    return write_ped_cxr(tmp_path_factory.mktemp("ped_cxr") / "chest_xray", n=60, seed=0, min_side=48, max_side=96)
+    return write_ped_cxr(
+        tmp_path_factory.mktemp("ped_cxr") / "chest_xray", n=60, seed=0, min_side=48, max_side=96
+    )
 
 
 @pytest.fixture(scope="session")

@@ -293,17 +293,41 @@ def _gpu_result() -> dict:
     for bf16 in (False, True):
         for model, plain in (("plain_cnn", True), ("depthwise_cnn", False)):
             speed = (2.0 if bf16 else 1.0) * (1000.0 if plain else 1500.0)
-            result["models"].append({
-                "model": model, "label": model, "device": "cuda", "bf16": bf16, "channels_last": bf16,
-                "fold_bn": False, "compile": False, "image_size": 200, "params": 1000,
-                "flops": 600.0 if plain else 50.0, "train": {"batch_size": 64, "images_per_s": speed},
-                "infer": {"32": {"images_per_s": 4 * speed}}, "peak_mem_mb": {"train": 900.0, "infer": 300.0},
-                "memory": "cuda_max_allocated",
-            })
+            result["models"].append(
+                {
+                    "model": model,
+                    "label": model,
+                    "device": "cuda",
+                    "bf16": bf16,
+                    "channels_last": bf16,
+                    "fold_bn": False,
+                    "compile": False,
+                    "image_size": 200,
+                    "params": 1000,
+                    "flops": 600.0 if plain else 50.0,
+                    "train": {"batch_size": 64, "images_per_s": speed},
+                    "infer": {"32": {"images_per_s": 4 * speed}},
+                    "peak_mem_mb": {"train": 900.0, "infer": 300.0},
+                    "memory": "cuda_max_allocated",
+                }
+            )
     result["fed"] = [
-        {"model": m, "label": m, "device": "cuda", "bf16": True, "channels_last": True, "compile": False,
-         "workers": 2, "batch_size": 64, "steps": 20, "images_per_s": 1800.0, "busy": busy, "wait_s": 0.1,
-         "busy_s": 1.0, "gpu_util": util}
+        {
+            "model": m,
+            "label": m,
+            "device": "cuda",
+            "bf16": True,
+            "channels_last": True,
+            "compile": False,
+            "workers": 2,
+            "batch_size": 64,
+            "steps": 20,
+            "images_per_s": 1800.0,
+            "busy": busy,
+            "wait_s": 0.1,
+            "busy_s": 1.0,
+            "gpu_util": util,
+        }
         for m, busy, util in (("plain_cnn", 0.95, 97.0), ("depthwise_cnn", 0.8, None))
     ]
     return result
@@ -325,7 +349,12 @@ def test_gpu_result_is_reported_with_its_rows_ratios_and_busy_target():
     result = _gpu_result()
     result["ratios"] = targets.ratios(result)
     dvp = result["ratios"]["depthwise_vs_plain"]
-    assert list(dvp) == ["cpu fp32", "cpu fp32 + channels_last + BN folded", "cuda fp32", "cuda bf16 + channels_last"]
+    assert list(dvp) == [
+        "cpu fp32",
+        "cpu fp32 + channels_last + BN folded",
+        "cuda fp32",
+        "cuda bf16 + channels_last",
+    ]
     assert dvp["cuda bf16 + channels_last"]["infer_b32_speedup"] == pytest.approx(1.5)
     result["targets"] = targets.targets(result)
     gpu_target = result["targets"][-1]
@@ -335,7 +364,10 @@ def test_gpu_result_is_reported_with_its_rows_ratios_and_busy_target():
     assert "depthwise_cnn (2 workers) busy 80%" in gpu_target["measured"]
     text = report.markdown(result, figure="bench-gpu.png")
     assert "# cxr benchmark: gpu" in text and "GPU Test GPU (CUDA 13.0)" in text
-    assert "| plain_cnn | cuda bf16 + channels_last (Test GPU) | 200 | 0.00 | 0.00 | 2000 (b64) | 8000 | 900 | 300 |" in text
+    assert (
+        "| plain_cnn | cuda bf16 + channels_last (Test GPU) | 200 | 0.00 | 0.00 | 2000 (b64) | 8000 | 900 | 300 |"
+        in text
+    )
     assert "| plain_cnn | cuda bf16 + channels_last | 2 | 64 | 1800 | 2000 | 95% | 97% |" in text
     assert "(bench-gpu.png)" in text
     fig = plot.draw(result)
@@ -356,7 +388,10 @@ def test_figure_draws_pipeline_against_training_steps_and_every_model_row():
     assert widths == sorted(r["images_per_s"] for r in result["pipeline"])
     # models: a training bar per row that trained, an inference bar per row and batch
     labels = [t.get_text() for t in model_ax.get_yticklabels()]
-    assert labels[0] == "plain_cnn\ncpu fp32" and labels[-1] == "depthwise_cnn\ncpu fp32 + channels_last + BN folded"
+    assert (
+        labels[0] == "plain_cnn\ncpu fp32"
+        and labels[-1] == "depthwise_cnn\ncpu fp32 + channels_last + BN folded"
+    )
     assert len(model_ax.patches) == 2 + 4
     assert plot.draw({**result, "pipeline": [], "models": []}) is None
 
@@ -366,7 +401,9 @@ def test_quick_pipeline_and_metric_sections_write_json_and_markdown(tmp_path: Pa
     result = run(settings, sections=["pipeline", "metric"])
     json_path, md_path, png_path = write(result, tmp_path)
     assert json_path.name == "bench-cpu-quick.json" and md_path.name == "bench-cpu-quick.md"
-    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(bench-cpu-quick.png)" in md_path.read_text()
+    assert (
+        png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(bench-cpu-quick.png)" in md_path.read_text()
+    )
     saved = json.loads(json_path.read_text())
     stages = {(r["stage"], r["size"], r.get("workers")) for r in saved["pipeline"]}
     for size in (64, 128):

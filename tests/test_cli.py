@@ -11,12 +11,20 @@ def test_parse_command_converts_requires_and_turns_on_info_logging(monkeypatch):
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])  # basicConfig configures only a root without handlers
     monkeypatch.setattr(root, "level", root.level)  # restored after the test
-    args = parse_command(["n=3", "ckpt=a", "ckpt=b"], "cxr-x", "usage", {"n": int, "ckpt": str},
-                         required=("ckpt",), repeated=("ckpt",))
+    args = parse_command(
+        ["n=3", "ckpt=a", "ckpt=b"],
+        "cxr-x",
+        "usage",
+        {"n": int, "ckpt": str},
+        required=("ckpt",),
+        repeated=("ckpt",),
+    )
     assert args == {"n": 3, "ckpt": ["a", "b"]}
     assert root.level == logging.INFO and root.handlers
     with pytest.raises(SystemExit, match=r"^cxr-x: error: missing ckpt=\.\.\."):
-        parse_command(["n=3"], "cxr-x", "usage", {"n": int, "ckpt": str}, required=("ckpt",), repeated=("ckpt",))
+        parse_command(
+            ["n=3"], "cxr-x", "usage", {"n": int, "ckpt": str}, required=("ckpt",), repeated=("ckpt",)
+        )
 
 
 def test_parse_command_reads_sys_argv_when_not_given(monkeypatch):

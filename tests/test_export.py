@@ -18,10 +18,21 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "
 def _checkpoint(path, name, kwargs, task="ClassificationTask", labels="binary", threshold=0.5, size=32):
     torch.manual_seed(0)
     model = create_model(name, **kwargs)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 0,
-                "hyper_parameters": {"threshold": threshold},
-                "cxr": {"format_version": 1, "model_name": name, "model_kwargs": kwargs, "task": task,
-                        "datamodule": {"image_size": size, "mean": 0.5, "std": 0.25, "labels": labels}}}, path)
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "epoch": 0,
+            "hyper_parameters": {"threshold": threshold},
+            "cxr": {
+                "format_version": 1,
+                "model_name": name,
+                "model_kwargs": kwargs,
+                "task": task,
+                "datamodule": {"image_size": size, "mean": 0.5, "std": 0.25, "labels": labels},
+            },
+        },
+        path,
+    )
     return path
 
 
@@ -31,17 +42,22 @@ def _metadata(path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-@pytest.mark.parametrize(("name", "kwargs", "labels"), [
-    ("depthwise_cnn", {"widths": [8, 8, 8], "hidden": 8}, "binary"),
-    ("mobilenet", {"variant": "mobilenetv3_small_100", "num_classes": 3}, "three_class"),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "labels"),
+    [
+        ("depthwise_cnn", {"widths": [8, 8, 8], "hidden": 8}, "binary"),
+        ("mobilenet", {"variant": "mobilenetv3_small_100", "num_classes": 3}, "three_class"),
+    ],
+)
 def test_onnx_runtime_matches_pytorch(tmp_path, name, kwargs, labels):
     ort = pytest.importorskip("onnxruntime")
     ckpt = _checkpoint(tmp_path / "model.ckpt", name, kwargs, labels=labels)
     path = export_onnx(ckpt)
     assert path == tmp_path / "model.onnx"
     member = load_member(ckpt)
-    images = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))  # another batch size than traced
+    images = torch.randn(
+        3, 1, 32, 32, generator=torch.Generator().manual_seed(1)
+    )  # another batch size than traced
     with torch.no_grad():
         logits = member.model(images)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -72,10 +88,25 @@ def test_trained_classifier_is_tuned_then_exported_with_its_threshold(tmp_path, 
     from cxr.train import run
     from cxr.tune import main as tune
 
-    run(compose([f"datamodule.data_dir={ped_cxr_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
-                 "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "model=depthwise_cnn",
-                 "model.widths=[8,8,8]", "model.hidden=8", "trainer=cpu", "trainer.max_epochs=1",
-                 "trainer.enable_progress_bar=false", "test=false"], output_dir=tmp_path / "run"))
+    run(
+        compose(
+            [
+                f"datamodule.data_dir={ped_cxr_dir}",
+                "datamodule.image_size=32",
+                "datamodule.batch_size=8",
+                "datamodule.num_workers=0",
+                f"datamodule.cache_dir={tmp_path / 'cache'}",
+                "model=depthwise_cnn",
+                "model.widths=[8,8,8]",
+                "model.hidden=8",
+                "trainer=cpu",
+                "trainer.max_epochs=1",
+                "trainer.enable_progress_bar=false",
+                "test=false",
+            ],
+            output_dir=tmp_path / "run",
+        )
+    )
     ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch*.ckpt"))
     tune([f"ckpt={ckpt}", f"data_dir={ped_cxr_dir}", f"cache_dir={tmp_path / 'cache'}", "target_recall=1.0"])
     settings = PostprocessSettings.load(tmp_path / "run" / "checkpoints" / "postprocess.json")

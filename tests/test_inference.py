@@ -36,9 +36,20 @@ def test_load_member_optimises_unless_asked_not_to(tmp_path):
     kwargs = {"widths": [8, 8, 8], "hidden": 8}
     model = _trained_looking("depthwise_cnn", **kwargs)
     path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 3,
-                "cxr": {"format_version": 1, "model_name": "depthwise_cnn", "model_kwargs": kwargs,
-                        "task": "ClassificationTask", "datamodule": {"image_size": 32, "labels": "binary"}}}, path)
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "epoch": 3,
+            "cxr": {
+                "format_version": 1,
+                "model_name": "depthwise_cnn",
+                "model_kwargs": kwargs,
+                "task": "ClassificationTask",
+                "datamodule": {"image_size": 32, "labels": "binary"},
+            },
+        },
+        path,
+    )
     fast, exact = load_member(path), load_member(path, optimise=False)
     assert any(isinstance(m, nn.BatchNorm2d) for m in exact.model.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())

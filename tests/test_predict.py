@@ -20,24 +20,48 @@ from cxr.synth.phantom import chest_phantom
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*LeafSpec")
 
 CLASSIFIER = {"widths": [8, 8, 8], "hidden": 8, "drop_rate": 0.0}
-DETECTOR = {"encoder": "test_resnet", "image_size": 64, "fpn_channels": 16, "small_anchors": False,
-            "global_dropout": 0.0}
+DETECTOR = {
+    "encoder": "test_resnet",
+    "image_size": 64,
+    "fpn_channels": 16,
+    "small_anchors": False,
+    "global_dropout": 0.0,
+}
 
 
 def save_checkpoint(path, model, name, kwargs, datamodule, task, hparams=None, extra_state=None, epoch=0):
     """A checkpoint as cxr-train writes it: weights under ``model.``, the ``cxr`` metadata, plain containers."""
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": {**state, **(extra_state or {})}, "epoch": epoch, "hyper_parameters": hparams or {},
-                "cxr": {"format_version": 1, "model_name": name, "model_kwargs": kwargs, "datamodule": datamodule,
-                        "task": task}}, path)
+    torch.save(
+        {
+            "state_dict": {**state, **(extra_state or {})},
+            "epoch": epoch,
+            "hyper_parameters": hparams or {},
+            "cxr": {
+                "format_version": 1,
+                "model_name": name,
+                "model_kwargs": kwargs,
+                "datamodule": datamodule,
+                "task": task,
+            },
+        },
+        path,
+    )
     return path
 
 
 def classifier_checkpoint(path, threshold=0.5):
     torch.manual_seed(0)
     model = create_model("depthwise_cnn", **CLASSIFIER)
-    return save_checkpoint(path, model, "depthwise_cnn", CLASSIFIER, {"image_size": 32, "mean": 0.449, "std": 0.226,
-                           "labels": "binary"}, "ClassificationTask", hparams={"threshold": threshold})
+    return save_checkpoint(
+        path,
+        model,
+        "depthwise_cnn",
+        CLASSIFIER,
+        {"image_size": 32, "mean": 0.449, "std": 0.226, "labels": "binary"},
+        "ClassificationTask",
+        hparams={"threshold": threshold},
+    )
 
 
 def detector_checkpoint(path, score_thresh=0.3):
@@ -46,9 +70,15 @@ def detector_checkpoint(path, score_thresh=0.3):
     model = create_model("retinanet", **DETECTOR)
     with torch.no_grad():
         model.head.classification_head.cls_logits.bias.zero_()
-    return save_checkpoint(path, model, "retinanet", {**DETECTOR, "score_thresh": 0.05, "nms_thresh": 0.5},
-                           {"image_size": 64, "mean": 0.449, "std": 0.226, "fold": 0}, "DetectionTask",
-                           extra_state={"score_thresh": torch.tensor(score_thresh)})
+    return save_checkpoint(
+        path,
+        model,
+        "retinanet",
+        {**DETECTOR, "score_thresh": 0.05, "nms_thresh": 0.5},
+        {"image_size": 64, "mean": 0.449, "std": 0.226, "fold": 0},
+        "DetectionTask",
+        extra_state={"score_thresh": torch.tensor(score_thresh)},
+    )
 
 
 def write_images(folder, n=3, seed=0):
@@ -89,8 +119,15 @@ def test_predict_on_a_folder_with_one_corrupt_file(tmp_path, caplog):
 def test_three_class_classifier_gives_class_probabilities(tmp_path):
     torch.manual_seed(0)
     kwargs = {**CLASSIFIER, "num_classes": 3}
-    ckpt = save_checkpoint(tmp_path / "c3.ckpt", create_model("depthwise_cnn", **kwargs), "depthwise_cnn", kwargs,
-                           {"image_size": 32, "labels": "three_class"}, "ClassificationTask", {"threshold": 0.5})
+    ckpt = save_checkpoint(
+        tmp_path / "c3.ckpt",
+        create_model("depthwise_cnn", **kwargs),
+        "depthwise_cnn",
+        kwargs,
+        {"image_size": 32, "labels": "three_class"},
+        "ClassificationTask",
+        {"threshold": 0.5},
+    )
     write_images(tmp_path / "in")
     predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'out'}", "threshold=0.0"])
     table = pd.read_csv(tmp_path / "out" / "predictions.csv")
@@ -109,7 +146,9 @@ def test_postprocess_json_beside_the_checkpoint_is_used_and_the_command_line_win
     PostprocessSettings("classification", decision_threshold=0.0).save(run)
     predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'a'}"])
     assert (pd.read_csv(tmp_path / "a" / "predictions.csv")["label"] == 1).all()
-    assert json.loads((tmp_path / "a" / "settings.json").read_text())["source"] == str(run / "postprocess.json")
+    assert json.loads((tmp_path / "a" / "settings.json").read_text())["source"] == str(
+        run / "postprocess.json"
+    )
     predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'b'}", "threshold=1.0"])
     assert (pd.read_csv(tmp_path / "b" / "predictions.csv")["label"] == 0).all()
     predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'c'}", "postprocess=none"])
@@ -156,9 +195,12 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         predict(["--help"])
     assert info.value.code == 0 and "usage: cxr-predict" in capsys.readouterr().out
-    for argv, message in ((["ckpt=x"], "missing input=... out=..."), (["nsm=0.5"], "unknown option 'nsm'"),
-                          (["ckpt"], "expected key=value"),
-                          ([f"ckpt={tmp_path / 'no.ckpt'}", "input=.", "out=o"], "no.ckpt: no such checkpoint")):
+    for argv, message in (
+        (["ckpt=x"], "missing input=... out=..."),
+        (["nsm=0.5"], "unknown option 'nsm'"),
+        (["ckpt"], "expected key=value"),
+        ([f"ckpt={tmp_path / 'no.ckpt'}", "input=.", "out=o"], "no.ckpt: no such checkpoint"),
+    ):
         with pytest.raises(SystemExit, match=message):
             predict(argv)
     ckpt = classifier_checkpoint(tmp_path / "clf.ckpt")
@@ -207,18 +249,44 @@ def test_real_training_runs_tune_and_predict_as_an_ensemble(tmp_path, rsna_dir):
     from cxr.tune import main as tune
 
     for fold in (0, 1):
-        run(compose(["datamodule=rsna", "model=retinanet", "task=detection", f"datamodule.data_dir={rsna_dir}",
-                     "datamodule.image_size=64", "datamodule.batch_size=4", "datamodule.num_workers=0",
-                     f"datamodule.fold={fold}", f"datamodule.cache_dir={tmp_path / 'cache'}",
-                     "model.encoder=test_resnet", "model.fpn_channels=16", "trainer=cpu", "trainer.max_epochs=1",
-                     "+trainer.limit_train_batches=2", "trainer.enable_progress_bar=false", "test=false"],
-                    output_dir=tmp_path / "sweep" / str(fold)))
+        run(
+            compose(
+                [
+                    "datamodule=rsna",
+                    "model=retinanet",
+                    "task=detection",
+                    f"datamodule.data_dir={rsna_dir}",
+                    "datamodule.image_size=64",
+                    "datamodule.batch_size=4",
+                    "datamodule.num_workers=0",
+                    f"datamodule.fold={fold}",
+                    f"datamodule.cache_dir={tmp_path / 'cache'}",
+                    "model.encoder=test_resnet",
+                    "model.fpn_channels=16",
+                    "trainer=cpu",
+                    "trainer.max_epochs=1",
+                    "+trainer.limit_train_batches=2",
+                    "trainer.enable_progress_bar=false",
+                    "test=false",
+                ],
+                output_dir=tmp_path / "sweep" / str(fold),
+            )
+        )
     ckpts = str(tmp_path / "sweep" / "*" / "checkpoints" / "epoch*.ckpt")
-    tune([f"ckpt={ckpts}", f"data_dir={rsna_dir}", f"cache_dir={tmp_path / 'cache'}", "nms=0.3,0.5",
-          "scores=0.01,0.05,0.5"])
+    tune(
+        [
+            f"ckpt={ckpts}",
+            f"data_dir={rsna_dir}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "nms=0.3,0.5",
+            "scores=0.01,0.05,0.5",
+        ]
+    )
     settings = PostprocessSettings.load(tmp_path / "sweep" / "postprocess.json")
     chosen = settings.chosen_on
-    assert chosen["images"] == 12 and len(chosen["checkpoints"]) == 2  # two of the four folds' validation images
+    assert (
+        chosen["images"] == 12 and len(chosen["checkpoints"]) == 2
+    )  # two of the four folds' validation images
     sweep = pd.read_csv(tmp_path / "sweep" / "nms_sweep.csv")
     assert len(sweep) == 6 and sweep["rsna_map"].max() == pytest.approx(chosen["rsna_map"])
     assert (tmp_path / "sweep" / "nms_sweep.png").stat().st_size > 0

@@ -9,9 +9,16 @@ from cxr.train import run
 
 
 def _tiny(data_dir, tmp_path, *extra):
-    return [f"datamodule.data_dir={data_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
-            "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=debug",
-            "trainer.enable_progress_bar=false", *extra]
+    return [
+        f"datamodule.data_dir={data_dir}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "trainer=debug",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]
 
 
 def test_run_id_follows_what_a_run_computes(tmp_path):
@@ -19,8 +26,21 @@ def test_run_id_follows_what_a_run_computes(tmp_path):
     same = run_id(compose(base))
     assert run_id(compose(base)) == same and len(same) == 12
     # where it writes, caches and logs, and how many loader workers: same run
-    assert run_id(compose([*base, "paths.log_dir=/elsewhere", "datamodule.num_workers=7",
-                           "datamodule.cache_dir=/c", "logger=tensorboard", "ckpt_path=null"])) == same
+    assert (
+        run_id(
+            compose(
+                [
+                    *base,
+                    "paths.log_dir=/elsewhere",
+                    "datamodule.num_workers=7",
+                    "datamodule.cache_dir=/c",
+                    "logger=tensorboard",
+                    "ckpt_path=null",
+                ]
+            )
+        )
+        == same
+    )
     # anything that changes the result: another run
     for other in ("seed=1", "augment=paper_da", "task.optimizer.lr=0.001", "datamodule.image_size=64"):
         assert run_id(compose([*base, other])) != same, other

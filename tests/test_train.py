@@ -21,9 +21,16 @@ def _names(group: str) -> list[str]:
 
 
 def _overrides(data_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return [f"datamodule.data_dir={data_dir}", "datamodule.image_size=48", "datamodule.batch_size=8",
-            "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=cpu",
-            "trainer.enable_progress_bar=false", *extra]
+    return [
+        f"datamodule.data_dir={data_dir}",
+        "datamodule.image_size=48",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("model", _names("model"))
@@ -46,10 +53,21 @@ def test_every_config_of_a_group_composes(group, tmp_path):
 
 @pytest.mark.parametrize("model", CLASSIFIERS)
 def test_fast_dev_run_each_classifier(model, ped_cxr_dir, tmp_path):
-    cfg = compose(_overrides(ped_cxr_dir, tmp_path, f"model={model}", "trainer=debug"), output_dir=tmp_path / "run")
+    cfg = compose(
+        _overrides(ped_cxr_dir, tmp_path, f"model={model}", "trainer=debug"), output_dir=tmp_path / "run"
+    )
     metrics = run(cfg)
-    assert {"test/precision", "test/recall", "test/precision_macro", "test/recall_macro", "test/f1",
-            "test/auroc", "test/accuracy", "params", "flops"} <= set(metrics)
+    assert {
+        "test/precision",
+        "test/recall",
+        "test/precision_macro",
+        "test/recall_macro",
+        "test/f1",
+        "test/auroc",
+        "test/accuracy",
+        "params",
+        "flops",
+    } <= set(metrics)
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["params"] == metrics["params"] > 0
     assert (tmp_path / "run" / "config.yaml").exists()
@@ -64,10 +82,19 @@ def test_short_training_learns_phantoms(tmp_path):
     from cxr.synth.ped_cxr import write_ped_cxr
 
     data_dir = write_ped_cxr(tmp_path / "chest_xray", n=240, seed=1, min_side=64, max_side=128)
-    cfg = compose(_overrides(data_dir, tmp_path, "model=plain_cnn", "model.widths=[64,32,32,32,32]",
-                             "datamodule.image_size=64", "datamodule.batch_size=16", "trainer.max_epochs=6",
-                             "task.optimizer.lr=1e-3"),
-                  output_dir=tmp_path / "run")
+    cfg = compose(
+        _overrides(
+            data_dir,
+            tmp_path,
+            "model=plain_cnn",
+            "model.widths=[64,32,32,32,32]",
+            "datamodule.image_size=64",
+            "datamodule.batch_size=16",
+            "trainer.max_epochs=6",
+            "task.optimizer.lr=1e-3",
+        ),
+        output_dir=tmp_path / "run",
+    )
     metrics = run(cfg)
     assert metrics["test/recall"] > 0.8
     assert metrics["test/precision"] > 0.8
@@ -82,9 +109,17 @@ def test_short_training_learns_phantoms(tmp_path):
 
 def test_multirun_gives_each_run_a_folder_and_a_summary(ped_cxr_dir, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    cmd = [sys.executable, "-m", "cxr.train", "-m", "model=plain_cnn,depthwise_cnn", "trainer=debug",
-           f"paths.log_dir={tmp_path / 'logs'}", "hydra.sweep.dir=" + str(tmp_path / "sweep"),
-           *_overrides(ped_cxr_dir, tmp_path)[:-2]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxr.train",
+        "-m",
+        "model=plain_cnn,depthwise_cnn",
+        "trainer=debug",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+        *_overrides(ped_cxr_dir, tmp_path)[:-2],
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))

@@ -75,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "present) and the RSNA metric; write bench-<cpu|gpu>.json, .md and .png with the machine and the "
         "targets.",
     )
-    parser.add_argument("--out", default="experiments/results", help="folder for bench-<device>.json/.md/.png")
+    parser.add_argument(
+        "--out", default="experiments/results", help="folder for bench-<device>.json/.md/.png"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run")
     parser.add_argument("--cpu-only", action="store_true", help="ignore a CUDA device")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))

@@ -70,8 +70,11 @@ def draw(result: dict):
     if "pipeline" in axes:
         ax, rows = axes["pipeline"], _pipeline_rows(result)
         sizes = [s["cls_size"], s["det_size"]]
-        _bars(ax, [label for label, _, _ in rows],
-              {f"{z} px": [pipeline_rate(result, stage, z, w) for _, stage, w in rows] for z in sizes})
+        _bars(
+            ax,
+            [label for label, _, _ in rows],
+            {f"{z} px": [pipeline_rate(result, stage, z, w) for _, stage, w in rows] for z in sizes},
+        )
         for i, (name, rate) in enumerate(_cpu_training_steps(result)):
             ax.axvline(rate, color=f"C{i + 2}", ls="--", lw=1.2, label=f"training step: {name}")
         ax.set(xlabel="images/s (log)", title="Input pipeline vs each model's CPU training step")

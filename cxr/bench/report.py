@@ -105,8 +105,11 @@ def markdown(result: dict, figure: str | None = None) -> str:
             f"Random inputs, 1 channel. Classifiers at {s['cls_size']} px, RetinaNet at {s['det_size']} px. "
             f"Training: Adam steps at batch {s['train_batch']} (RetinaNet on CPU: batch "
             f"{s['det_train_batch_cpu']}); inference: eval mode, no grad, batches {list(s['infer_batches'])}"
-            + ("" if list(s["det_infer_batches_cpu"]) == list(s["infer_batches"])
-               else f" (RetinaNet on CPU: {list(s['det_infer_batches_cpu'])})")
+            + (
+                ""
+                if list(s["det_infer_batches_cpu"]) == list(s["infer_batches"])
+                else f" (RetinaNet on CPU: {list(s['det_infer_batches_cpu'])})"
+            )
             + ". RetinaNet costs tens to hundreds of GFLOPs per image (GFLOPs column), so each of its CPU "
             f"figures is {_runs(s.get('det_repeats_cpu', 2))} after a warm-up (3× that at batch 1). "
             "FLOPs: 2 × multiply-adds of convolutions and matmuls for one image. Peak memory: on CPU the "

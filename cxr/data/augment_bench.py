@@ -57,8 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     record = {"size": args.size, "n": args.n, "machine": machine, "images_per_s": results}
     (out / "augment-throughput-cpu.json").write_text(json.dumps(record, indent=2))
-    lines = [f"Augmentation throughput, {args.size} px uint8 phantoms with 0–4 boxes, one CPU thread ({machine}).",
-             "Made by `python -m cxr.data.augment_bench`.", "", "| set | images/s |", "|---|---:|"]
+    lines = [
+        f"Augmentation throughput, {args.size} px uint8 phantoms with 0–4 boxes, one CPU thread ({machine}).",
+        "Made by `python -m cxr.data.augment_bench`.",
+        "",
+        "| set | images/s |",
+        "|---|---:|",
+    ]
     lines += [f"| {k} | {v:,.0f} |" for k, v in results.items()]
     (out / "augment-throughput-cpu.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -115,8 +115,15 @@ def build_cache(
             images = np.load(images_file, mmap_mode="r")
             orig = np.asarray(meta["orig_sizes"], np.int64).reshape(-1, 2)
             errors = {int(k): str(v) for k, v in meta["errors"].items()}
-        except (ValueError, OSError, KeyError, TypeError) as err:  # damaged (disk full, foreign file): rebuild
-            log.warning("image cache %s is unreadable (%s: %s); rebuilding it", folder, type(err).__name__, err)
+        except (
+            ValueError,
+            OSError,
+            KeyError,
+            TypeError,
+        ) as err:  # damaged (disk full, foreign file): rebuild
+            log.warning(
+                "image cache %s is unreadable (%s: %s); rebuilding it", folder, type(err).__name__, err
+            )
         else:
             if images.shape == (len(paths), size, size) and orig.shape == (len(paths), 2):
                 log.info("using image cache %s (%d images)", folder, len(paths))
@@ -144,8 +151,16 @@ def build_cache(
     del images
     # Both files are renamed into place, meta last: a run killed mid-write leaves no half cache behind.
     meta_tmp = folder / f"meta.{os.getpid()}.tmp.json"
-    meta_tmp.write_text(json.dumps({"orig_sizes": orig_sizes.tolist(), "errors": errors,
-                                    "paths": [str(p) for p in paths], "size": size}))
+    meta_tmp.write_text(
+        json.dumps(
+            {
+                "orig_sizes": orig_sizes.tolist(),
+                "errors": errors,
+                "paths": [str(p) for p in paths],
+                "size": size,
+            }
+        )
+    )
     os.replace(tmp, images_file)
     os.replace(meta_tmp, meta_file)
     return CachedImages(np.load(images_file, mmap_mode="r"), orig_sizes, errors)

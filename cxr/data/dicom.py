@@ -66,13 +66,16 @@ def _check_decoder(tsyntax: UID, path: Path) -> None:
     try:
         decoder = get_decoder(tsyntax)
     except NotImplementedError as err:
-        raise DicomReadError(f"{path}: transfer syntax {name} is not supported by pydicom; no decoder "
-                             "exists for it") from err
+        raise DicomReadError(
+            f"{path}: transfer syntax {name} is not supported by pydicom; no decoder exists for it"
+        ) from err
     if not decoder.is_available:
         hint = _INSTALL_HINTS.get(str(tsyntax), "a pydicom pixel data plugin")
         missing = "; ".join(decoder.missing_dependencies) or "none listed"
-        raise DicomReadError(f"{path}: no decoder available for transfer syntax {name}; install {hint} "
-                             f"(pydicom plugins: {missing})")
+        raise DicomReadError(
+            f"{path}: no decoder available for transfer syntax {name}; install {hint} "
+            f"(pydicom plugins: {missing})"
+        )
 
 
 def read_dicom(path: str | Path) -> np.ndarray:
@@ -93,7 +96,9 @@ def read_dicom(path: str | Path) -> np.ndarray:
     path = Path(path)
     ds = _open(path, stop_before_pixels=False)
     if "PixelData" not in ds:
-        raise DicomReadError(f"{path}: no (7FE0,0010) Pixel Data element (not an image, or the file is truncated)")
+        raise DicomReadError(
+            f"{path}: no (7FE0,0010) Pixel Data element (not an image, or the file is truncated)"
+        )
     if "Rows" not in ds or "Columns" not in ds:
         raise DicomReadError(f"{path}: header has no (0028,0010) Rows / (0028,0011) Columns")
     try:
@@ -106,8 +111,10 @@ def read_dicom(path: str | Path) -> np.ndarray:
     try:
         arr = pixel_array(ds, index=0) if int(ds.get("NumberOfFrames", 1) or 1) > 1 else ds.pixel_array
     except Exception as err:  # decoders raise many types; all mean "cannot decode"
-        raise DicomReadError(f"{path}: cannot decode pixel data with transfer syntax {tsyntax.name} "
-                             f"({type(err).__name__}: {err})") from err
+        raise DicomReadError(
+            f"{path}: cannot decode pixel data with transfer syntax {tsyntax.name} "
+            f"({type(err).__name__}: {err})"
+        ) from err
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":

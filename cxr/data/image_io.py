@@ -43,8 +43,10 @@ def check_pixel_count(path: str | Path, height: int, width: int) -> None:
         raise ImageReadError(f"{path}: the header gives an empty image ({width} x {height} pixels)")
     limit = max_pixels()
     if height * width > limit:
-        raise ImageReadError(f"{path}: image of {width} x {height} = {height * width:,} pixels refused, over the "
-                             f"limit of {limit:,} (set CXR_MAX_PIXELS to allow it)")
+        raise ImageReadError(
+            f"{path}: image of {width} x {height} = {height * width:,} pixels refused, over the "
+            f"limit of {limit:,} (set CXR_MAX_PIXELS to allow it)"
+        )
 
 
 def read_image(path: str | Path, size_hint: int | None = None) -> np.ndarray:

@@ -57,8 +57,9 @@ class CachedClassificationDataset(Dataset):
     :class:`~cxr.data.resumable.EpochSampler`) seeds the augmentation of that sample.
     """
 
-    def __init__(self, images_file: Path, rows: Sequence[int], labels: Sequence[int],
-                 transform: RadiographTransform) -> None:
+    def __init__(
+        self, images_file: Path, rows: Sequence[int], labels: Sequence[int], transform: RadiographTransform
+    ) -> None:
         if len(rows) != len(labels):
             raise ValueError(f"rows and labels differ in length: {len(rows)} vs {len(labels)}")
         self.images_file, self.transform = Path(images_file), transform
@@ -75,8 +76,11 @@ class CachedClassificationDataset(Dataset):
             self._images = np.load(self.images_file, mmap_mode="r")
         seed_augmentation(self.transform, seed)
         image, _ = self.transform(np.array(self._images[self.rows[i]]))
-        return {"image": image, "label": torch.tensor(self.labels[i], dtype=torch.int64),
-                "index": torch.tensor(i, dtype=torch.int64)}
+        return {
+            "image": image,
+            "label": torch.tensor(self.labels[i], dtype=torch.int64),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_images": None}
@@ -106,15 +110,30 @@ class PedChestXrayDataModule(pl.LightningDataModule):
 
     LAYOUT: ClassVar[str] = LAYOUT  # the expected folder layout, quoted by config errors
 
-    def __init__(self, data_dir: str | Path, image_size: int = 200, batch_size: int = 10, num_workers: int = 0,
-                 labels: str = "binary", split: str = "patient", val_fraction: float = 0.1, seed: int = 0,
-                 sampler: str = "none", augment: Sequence[A.BasicTransform] = (), mean: float = DEFAULT_MEAN,
-                 std: float = DEFAULT_STD, cache_dir: str | Path | None = None, strict: bool = False,
-                 pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        image_size: int = 200,
+        batch_size: int = 10,
+        num_workers: int = 0,
+        labels: str = "binary",
+        split: str = "patient",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        sampler: str = "none",
+        augment: Sequence[A.BasicTransform] = (),
+        mean: float = DEFAULT_MEAN,
+        std: float = DEFAULT_STD,
+        cache_dir: str | Path | None = None,
+        strict: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
         super().__init__()
-        for name, value, allowed in (("labels", labels, ("binary", "three_class")),
-                                     ("split", split, ("patient", "official")),
-                                     ("sampler", sampler, ("none", "weighted"))):
+        for name, value, allowed in (
+            ("labels", labels, ("binary", "three_class")),
+            ("split", split, ("patient", "official")),
+            ("sampler", sampler, ("none", "weighted")),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0.0 < val_fraction < 1.0:
@@ -146,7 +165,9 @@ class PedChestXrayDataModule(pl.LightningDataModule):
     @property
     def class_counts(self) -> torch.Tensor:
         """int64 (num class names,): training images per class (binary counts NORMAL and PNEUMONIA)."""
-        return torch.bincount(torch.from_numpy(self._dataset("train").labels), minlength=len(self.class_names))
+        return torch.bincount(
+            torch.from_numpy(self._dataset("train").labels), minlength=len(self.class_names)
+        )
 
     @property
     def class_weights(self) -> torch.Tensor:
@@ -155,11 +176,19 @@ class PedChestXrayDataModule(pl.LightningDataModule):
 
     def _all_files(self) -> tuple[dict[str, list[Path]], list[Path]]:
         found = find_images(self.data_dir, require_val=self.split == "official")
-        return found, [p for s in SPLITS for p in found[s]]  # same list for every split mode and seed: one cache
+        return found, [
+            p for s in SPLITS for p in found[s]
+        ]  # same list for every split mode and seed: one cache
 
     def _cache(self, files: list[Path]):
-        return build_cache(files, decode=_decoder(self.image_size), size=self.image_size, cache_dir=self.cache_dir,
-                           num_workers=self.num_workers, desc="Ped-ChestXray")
+        return build_cache(
+            files,
+            decode=_decoder(self.image_size),
+            size=self.image_size,
+            cache_dir=self.cache_dir,
+            num_workers=self.num_workers,
+            desc="Ped-ChestXray",
+        )
 
     def prepare_data(self) -> None:
         self._cache(self._all_files()[1])
@@ -172,14 +201,17 @@ class PedChestXrayDataModule(pl.LightningDataModule):
             parts = dict(found)
         else:
             pool = found["train"] + found["val"]
-            train, val = stratified_group_split([_stratum(p) for p in pool], [patient_id(p) for p in pool],
-                                                self.val_fraction, self.seed)
+            train, val = stratified_group_split(
+                [_stratum(p) for p in pool], [patient_id(p) for p in pool], self.val_fraction, self.seed
+            )
             parts = {"train": [pool[i] for i in train], "val": [pool[i] for i in val], "test": found["test"]}
         if self.labels == "three_class":
             unnamed = [p for p in files if _stratum(p) == 3]
             if unnamed:
-                raise ValueError(f"labels='three_class' needs 'bacteria' or 'virus' in every pneumonia file name; "
-                                 f"{len(unnamed)} lack it, e.g. {unnamed[0]}")
+                raise ValueError(
+                    f"labels='three_class' needs 'bacteria' or 'virus' in every pneumonia file name; "
+                    f"{len(unnamed)} lack it, e.g. {unnamed[0]}"
+                )
         cache = self._cache(files)
         bad = {files[i]: message for i, message in cache.errors.items()}
         if bad and self.strict:
@@ -192,21 +224,34 @@ class PedChestXrayDataModule(pl.LightningDataModule):
             for p in skipped:
                 log.warning("skipping unreadable image: %s", bad[p])
             if skipped:
-                log.warning("Ped-ChestXray %s: skipped %d unreadable image(s) of %d", split, len(skipped),
-                            len(parts[split]))
+                log.warning(
+                    "Ped-ChestXray %s: skipped %d unreadable image(s) of %d",
+                    split,
+                    len(skipped),
+                    len(parts[split]),
+                )
             kept = [p for p in parts[split] if p not in bad]
-            labels = [label_from_name(p) if self.labels == "three_class" else CLASS_FOLDERS.index(p.parent.name)
-                      for p in kept]
+            labels = [
+                label_from_name(p) if self.labels == "three_class" else CLASS_FOLDERS.index(p.parent.name)
+                for p in kept
+            ]
             augment = self.augment if split == "train" else ()
             datasets[split] = CachedClassificationDataset(
-                Path(cache.images.filename), [row_of[p] for p in kept], labels,
-                RadiographTransform(augment, mean=self.mean, std=self.std))
+                Path(cache.images.filename),
+                [row_of[p] for p in kept],
+                labels,
+                RadiographTransform(augment, mean=self.mean, std=self.std),
+            )
             splits[split] = kept
         self._splits, self._datasets = splits, datasets
         sizes = ", ".join(f"{s} {len(self._splits[s])}" for s in SPLITS)
-        log.info("Ped-ChestXray (%s split, seed %d, %s): %s images", self.split, self.seed, self.data_dir, sizes)
-        counts = ", ".join(f"{s} {np.bincount(self._datasets[s].labels, minlength=len(self.class_names)).tolist()}"
-                           for s in SPLITS)
+        log.info(
+            "Ped-ChestXray (%s split, seed %d, %s): %s images", self.split, self.seed, self.data_dir, sizes
+        )
+        counts = ", ".join(
+            f"{s} {np.bincount(self._datasets[s].labels, minlength=len(self.class_names)).tolist()}"
+            for s in SPLITS
+        )
         log.info("Ped-ChestXray class counts (%s): %s", "/".join(self.class_names), counts)
 
     def _dataset(self, split: str) -> CachedClassificationDataset:
@@ -216,16 +261,21 @@ class PedChestXrayDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
-        common = {"batch_size": self.batch_size, "num_workers": self.num_workers,
-                  "persistent_workers": self.num_workers > 0, "pin_memory": self.pin_memory}
+        common = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": self.pin_memory,
+        }
         if split != "train":
             return DataLoader(dataset, shuffle=False, **common)
         # Order and augmentation follow (seed, epoch) only, so runs repeat and resume exactly; the
         # shuffle follows the training seed (torch's, set by seed_everything), weighted draws `seed`.
         if self.sampler == "weighted":
             weighted = class_balanced_sampler(dataset.labels, seed=self.seed)
-            sampler = EpochSampler(len(dataset), self.seed, weights=weighted.weights,
-                                   num_samples=weighted.num_samples)
+            sampler = EpochSampler(
+                len(dataset), self.seed, weights=weighted.weights, num_samples=weighted.num_samples
+            )
         else:
             sampler = EpochSampler(len(dataset), torch.initial_seed())
         return ResumableLoader(dataset, sampler, **common)

@@ -94,9 +94,15 @@ def find_images(data_dir: str | Path, require_val: bool = False) -> dict[str, li
     missing = [root / s / c for s in needed for c in CLASS_FOLDERS if not (root / s / c).is_dir()]
     if missing:
         nested = sorted(str(d) for d in root.iterdir() if (d / "train").is_dir())
-        hint = f"\n(a dataset was found one level down, in {', '.join(nested)}; point data_dir there)" if nested else ""
-        raise FileNotFoundError(f"Ped-ChestXray under {root}: missing folder(s) "
-                                f"{', '.join(str(m) for m in missing)}\n{LAYOUT}{hint}")
+        hint = (
+            f"\n(a dataset was found one level down, in {', '.join(nested)}; point data_dir there)"
+            if nested
+            else ""
+        )
+        raise FileNotFoundError(
+            f"Ped-ChestXray under {root}: missing folder(s) "
+            f"{', '.join(str(m) for m in missing)}\n{LAYOUT}{hint}"
+        )
     found: dict[str, list[Path]] = {}
     ignored: list[Path] = []
     for split in SPLITS:
@@ -104,14 +110,24 @@ def find_images(data_dir: str | Path, require_val: bool = False) -> dict[str, li
         for cls in CLASS_FOLDERS:
             folder = root / split / cls
             entries = sorted(folder.iterdir()) if folder.is_dir() else []
-            images = [p for p in entries
-                      if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+            images = [
+                p
+                for p in entries
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+            ]
             kept = set(images)
             ignored += [p for p in entries if not p.name.startswith(".") and p not in kept]
             if not images and split in needed:
-                raise FileNotFoundError(f"{folder}: no image files (suffixes {sorted(IMAGE_SUFFIXES)})\n{LAYOUT}")
+                raise FileNotFoundError(
+                    f"{folder}: no image files (suffixes {sorted(IMAGE_SUFFIXES)})\n{LAYOUT}"
+                )
             found[split].extend(images)
     if ignored:  # e.g. .dcm or .webp files, or images nested one folder deeper: a user may expect them read
-        log.warning("Ped-ChestXray under %s: ignored %d sub-folder(s) or file(s) without an image suffix %s, e.g. %s",
-                    root, len(ignored), sorted(IMAGE_SUFFIXES), ", ".join(str(p) for p in ignored[:3]))
+        log.warning(
+            "Ped-ChestXray under %s: ignored %d sub-folder(s) or file(s) without an image suffix %s, e.g. %s",
+            root,
+            len(ignored),
+            sorted(IMAGE_SUFFIXES),
+            ", ".join(str(p) for p in ignored[:3]),
+        )
     return found

@@ -69,8 +69,13 @@ class EpochSampler(DistributedSampler):
 
     shuffle = True  # read by Lightning's checks; the order is shuffled
 
-    def __init__(self, n: int, seed: int, weights: Sequence[float] | torch.Tensor | None = None,
-                 num_samples: int | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        weights: Sequence[float] | torch.Tensor | None = None,
+        num_samples: int | None = None,
+    ) -> None:
         # DistributedSampler.__init__ is skipped on purpose: it needs a process group at construction
         if n < 1:
             raise ValueError(f"EpochSampler needs at least one sample, got n={n}")
@@ -122,12 +127,28 @@ class ResumableLoader(DataLoader):
     generator seeded per epoch, so creating the iterator never draws from the global torch RNG.
     """
 
-    def __init__(self, dataset: Dataset, sampler: EpochSampler, batch_size: int = 1, drop_last: bool = False,
-                 num_workers: int = 0, collate_fn: Callable | None = None, pin_memory: bool = False,
-                 persistent_workers: bool = False) -> None:
-        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                         num_workers=num_workers, collate_fn=collate_fn, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, generator=torch.Generator())
+    def __init__(
+        self,
+        dataset: Dataset,
+        sampler: EpochSampler,
+        batch_size: int = 1,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        collate_fn: Callable | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            generator=torch.Generator(),
+        )
         self._epoch, self._yielded = 0, 0
         self._resume: tuple[int, int] | None = None
 
@@ -157,6 +178,11 @@ class ResumableLoader(DataLoader):
         # changed (the interrupted epoch then covers slightly different samples).
         saved = int(state.get("batch_size", self.batch_size))
         if saved != self.batch_size:
-            log.warning("resuming with batch_size %d instead of %d: the rest of the interrupted epoch skips "
-                        "%d batches of the new size", self.batch_size, saved, int(state["batches"]))
+            log.warning(
+                "resuming with batch_size %d instead of %d: the rest of the interrupted epoch skips "
+                "%d batches of the new size",
+                self.batch_size,
+                saved,
+                int(state["batches"]),
+            )
         self._resume = (int(state["epoch"]), int(state["batches"]))

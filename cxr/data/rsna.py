@@ -42,8 +42,16 @@ class RSNADetectionDataset(Dataset):
     S×S pixels, ``cls`` int (-1 when unlabelled), ``orig_size`` int64 (2,) (H, W), ``patient_id`` str and
     ``index`` int (row in the datamodule's table, stable across splits)."""
 
-    def __init__(self, images: np.ndarray, rows: Sequence[int], boxes: Sequence[np.ndarray], cls: Sequence[int],
-                 orig_sizes: np.ndarray, patient_ids: Sequence[str], transform: RadiographTransform) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        rows: Sequence[int],
+        boxes: Sequence[np.ndarray],
+        cls: Sequence[int],
+        orig_sizes: np.ndarray,
+        patient_ids: Sequence[str],
+        transform: RadiographTransform,
+    ) -> None:
         self.images, self.images_file = images, getattr(images, "filename", None)
         self.rows, self.boxes, self.cls = list(rows), list(boxes), list(cls)
         self.orig_sizes, self.patient_ids, self.transform = orig_sizes, list(patient_ids), transform
@@ -63,20 +71,29 @@ class RSNADetectionDataset(Dataset):
             self.images = np.load(self.images_file, mmap_mode="r")
         row = self.rows[i]
         seed_augmentation(self.transform, seed)
-        image, boxes = self.transform(np.array(self.images[row]), self.boxes[row])  # copy: the map is read-only
-        return {"image": image, "boxes": torch.from_numpy(boxes), "cls": int(self.cls[row]),
-                "orig_size": torch.as_tensor(self.orig_sizes[row], dtype=torch.int64),
-                "patient_id": self.patient_ids[row], "index": row}
+        image, boxes = self.transform(
+            np.array(self.images[row]), self.boxes[row]
+        )  # copy: the map is read-only
+        return {
+            "image": image,
+            "boxes": torch.from_numpy(boxes),
+            "cls": int(self.cls[row]),
+            "orig_size": torch.as_tensor(self.orig_sizes[row], dtype=torch.int64),
+            "patient_id": self.patient_ids[row],
+            "index": row,
+        }
 
 
 def collate_detection(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack images; keep boxes as a list of (N_i, 4) tensors (the detection batch contract)."""
-    return {"image": torch.stack([s["image"] for s in samples]),
-            "boxes": [s["boxes"] for s in samples],
-            "cls": torch.tensor([s["cls"] for s in samples], dtype=torch.int64),
-            "orig_size": torch.stack([s["orig_size"] for s in samples]),
-            "patient_id": [s["patient_id"] for s in samples],
-            "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64)}
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "boxes": [s["boxes"] for s in samples],
+        "cls": torch.tensor([s["cls"] for s in samples], dtype=torch.int64),
+        "orig_size": torch.stack([s["orig_size"] for s in samples]),
+        "patient_id": [s["patient_id"] for s in samples],
+        "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
+    }
 
 
 class RSNADataModule(pl.LightningDataModule):
@@ -97,17 +114,34 @@ class RSNADataModule(pl.LightningDataModule):
     num_classes = 3
     class_names = CLASS_NAMES
 
-    def __init__(self, data_dir: str | Path, image_size: int = 512, batch_size: int = 8, num_workers: int = 0,
-                 fold: int = 0, n_folds: int = 4, seed: int = 0, augment: Sequence = (),
-                 mean: float = DEFAULT_MEAN, std: float = DEFAULT_STD, cache_dir: str | Path | None = None,
-                 strict: bool = False, pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        image_size: int = 512,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        fold: int = 0,
+        n_folds: int = 4,
+        seed: int = 0,
+        augment: Sequence = (),
+        mean: float = DEFAULT_MEAN,
+        std: float = DEFAULT_STD,
+        cache_dir: str | Path | None = None,
+        strict: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
         super().__init__()
         if n_folds < 2 or not 0 <= fold < n_folds:
             raise ValueError(f"need n_folds >= 2 and 0 <= fold < n_folds, got fold={fold}, n_folds={n_folds}")
         if image_size < 1 or batch_size < 1:
             raise ValueError(f"image_size and batch_size must be positive, got {image_size}, {batch_size}")
         self.data_dir, self.image_size, self.batch_size = Path(data_dir), int(image_size), int(batch_size)
-        self.num_workers, self.fold, self.n_folds, self.seed = int(num_workers), int(fold), int(n_folds), int(seed)
+        self.num_workers, self.fold, self.n_folds, self.seed = (
+            int(num_workers),
+            int(fold),
+            int(n_folds),
+            int(seed),
+        )
         self.train_transform = RadiographTransform(augment, mean, std)
         self.eval_transform = RadiographTransform((), mean, std)
         self.cache_dir, self.strict, self.pin_memory = cache_dir, bool(strict), bool(pin_memory)
@@ -132,17 +166,21 @@ class RSNADataModule(pl.LightningDataModule):
     def _decode(self, paths: list[Path], source: Path, desc: str):
         """Decode into the cache; ``cached.errors`` holds the rows left out (missing or undecodable files)."""
         if paths and not any(p.is_file() for p in paths):
-            raise FileNotFoundError(f"none of the {len(paths)} image(s) listed in {source} exist, e.g. {paths[0]}; "
-                                    f"{LAYOUT}")
+            raise FileNotFoundError(
+                f"none of the {len(paths)} image(s) listed in {source} exist, e.g. {paths[0]}; {LAYOUT}"
+            )
         cached = build_cache(paths, read_dicom, self.image_size, self.cache_dir, self.num_workers, desc=desc)
         if not cached.errors:
             return cached
         messages = [cached.errors[i] for i in sorted(cached.errors)]
-        summary = f"{len(messages)} of {len(paths)} image(s) listed in {source} are missing or cannot be decoded"
+        summary = (
+            f"{len(messages)} of {len(paths)} image(s) listed in {source} are missing or cannot be decoded"
+        )
         if self.strict or len(messages) == len(paths):
             more = " ..." if len(messages) > 5 else ""
-            raise DicomReadError(f"{summary}{' (strict=True)' if self.strict else ''}: "
-                                 + "; ".join(messages[:5]) + more)
+            raise DicomReadError(
+                f"{summary}{' (strict=True)' if self.strict else ''}: " + "; ".join(messages[:5]) + more
+            )
         for message in messages:
             log.warning("skipping image: %s", message)
         log.warning("%s; left out", summary)
@@ -151,8 +189,11 @@ class RSNADataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate", "test") and self.train_set is None:
             table = self.folds
-            cached = self._decode([self.data_dir / TRAIN_DIR / f"{p}.dcm" for p in table["patientId"]],
-                                  self.data_dir / LABELS_CSV, "RSNA train")
+            cached = self._decode(
+                [self.data_dir / TRAIN_DIR / f"{p}.dcm" for p in table["patientId"]],
+                self.data_dir / LABELS_CSV,
+                "RSNA train",
+            )
             ok = np.ones(len(table), bool)
             ok[list(cached.errors)] = False
             boxes, n_clipped, n_outside = [], 0, 0
@@ -164,14 +205,19 @@ class RSNADataModule(pl.LightningDataModule):
                 boxes.append(scale_boxes(b, (h, w), self.image_size))
                 n_clipped, n_outside = n_clipped + c, n_outside + o
             if n_clipped or n_outside:
-                _problem(f"{self.data_dir / LABELS_CSV}: clipped {n_clipped} box(es) partly outside their image, "
-                         f"dropped {n_outside} entirely outside", self.strict)
+                _problem(
+                    f"{self.data_dir / LABELS_CSV}: clipped {n_clipped} box(es) partly outside their image, "
+                    f"dropped {n_outside} entirely outside",
+                    self.strict,
+                )
             is_val = (table["fold"] == self.fold).to_numpy()
             common = (boxes, table["cls"].tolist(), cached.orig_sizes, table["patientId"].tolist())
-            self.train_set = RSNADetectionDataset(cached.images, np.flatnonzero(~is_val & ok), *common,
-                                                  self.train_transform)
-            self.val_set = RSNADetectionDataset(cached.images, np.flatnonzero(is_val & ok), *common,
-                                                self.eval_transform)
+            self.train_set = RSNADetectionDataset(
+                cached.images, np.flatnonzero(~is_val & ok), *common, self.train_transform
+            )
+            self.val_set = RSNADetectionDataset(
+                cached.images, np.flatnonzero(is_val & ok), *common, self.eval_transform
+            )
         if stage in (None, "predict") and self.predict_set is None:
             paths = sorted((self.data_dir / TEST_DIR).glob("*.dcm"))
             if not paths:
@@ -179,19 +225,34 @@ class RSNADataModule(pl.LightningDataModule):
             cached = self._decode(paths, self.data_dir / TEST_DIR, "RSNA test")
             readable = [i for i in range(len(paths)) if i not in cached.errors]
             self.predict_set = RSNADetectionDataset(
-                cached.images, readable, [np.zeros((0, 4), np.float32)] * len(paths), [-1] * len(paths),
-                cached.orig_sizes, [p.stem for p in paths], self.eval_transform)
+                cached.images,
+                readable,
+                [np.zeros((0, 4), np.float32)] * len(paths),
+                [-1] * len(paths),
+                cached.orig_sizes,
+                [p.stem for p in paths],
+                self.eval_transform,
+            )
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("RSNADataModule: call setup() before asking for a dataloader")
-        common = {"batch_size": self.batch_size, "num_workers": self.num_workers, "collate_fn": collate_detection,
-                  "pin_memory": self.pin_memory, "persistent_workers": self.num_workers > 0}
+        common = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": collate_detection,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+        }
         if not shuffle:
             return DataLoader(dataset, shuffle=False, **common)
         # order and augmentation follow (training seed, epoch) only: runs repeat and resume exactly
-        return ResumableLoader(dataset, EpochSampler(len(dataset), torch.initial_seed()),
-                               drop_last=len(dataset) > self.batch_size, **common)
+        return ResumableLoader(
+            dataset,
+            EpochSampler(len(dataset), torch.initial_seed()),
+            drop_last=len(dataset) > self.batch_size,
+            **common,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -28,8 +28,10 @@ LABEL_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
 CLASS_COLUMNS = ("patientId", "class")
 LABELS_CSV, CLASSES_CSV = "stage_2_train_labels.csv", "stage_2_detailed_class_info.csv"
 TRAIN_DIR, TEST_DIR = "stage_2_train_images", "stage_2_test_images"
-LAYOUT = (f"expected layout: <data_dir>/{LABELS_CSV}, <data_dir>/{CLASSES_CSV}, "
-          f"<data_dir>/{TRAIN_DIR}/<patientId>.dcm, <data_dir>/{TEST_DIR}/<patientId>.dcm (predict only)")
+LAYOUT = (
+    f"expected layout: <data_dir>/{LABELS_CSV}, <data_dir>/{CLASSES_CSV}, "
+    f"<data_dir>/{TRAIN_DIR}/<patientId>.dcm, <data_dir>/{TEST_DIR}/<patientId>.dcm (predict only)"
+)
 
 
 def _problem(message: str, strict: bool) -> None:
@@ -41,16 +43,20 @@ def _problem(message: str, strict: bool) -> None:
 
 def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; expected the RSNA challenge layout ({LABELS_CSV}, "
-                                f"{CLASSES_CSV}, {TRAIN_DIR}/)")
+        raise FileNotFoundError(
+            f"{path}: no such file; expected the RSNA challenge layout ({LABELS_CSV}, "
+            f"{CLASSES_CSV}, {TRAIN_DIR}/)"
+        )
     try:
         df = pd.read_csv(path, dtype={"patientId": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: cannot parse as CSV ({err})") from err
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(columns)} (extra columns are "
-                         f"ignored), found {list(df.columns)}")
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; expected {list(columns)} (extra columns are "
+            f"ignored), found {list(df.columns)}"
+        )
     return df[list(columns)]
 
 
@@ -68,8 +74,11 @@ def _numeric(df: pd.DataFrame, path: Path, columns: Sequence[str], strict: bool)
         bad = values.isna() & df[col].notna()
         if (n := int(bad.sum())) > 0:
             examples = sorted({str(v) for v in df.loc[bad, col]})[:3]
-            _problem(f"{path}: {n} non-numeric value(s) in column {col!r}, e.g. {examples} (CSV line(s) "
-                     f"{_lines(df.index[bad])}); read as missing", strict)
+            _problem(
+                f"{path}: {n} non-numeric value(s) in column {col!r}, e.g. {examples} (CSV line(s) "
+                f"{_lines(df.index[bad])}); read as missing",
+                strict,
+            )
         df[col] = values
     return df
 
@@ -93,8 +102,10 @@ def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame
     labels = _read_csv(labels_csv, LABEL_COLUMNS)
     no_id = labels["patientId"].isna() | (labels["patientId"].astype(str).str.strip() == "")
     if (n := int(no_id.sum())) > 0:
-        _problem(f"{labels_csv}: dropped {n} row(s) without a patientId (CSV line(s) {_lines(labels.index[no_id])})",
-                 strict)
+        _problem(
+            f"{labels_csv}: dropped {n} row(s) without a patientId (CSV line(s) {_lines(labels.index[no_id])})",
+            strict,
+        )
         labels = labels[~no_id]
     labels = _numeric(labels, labels_csv, ("x", "y", "width", "height", "Target"), strict)
     if labels.empty:
@@ -105,7 +116,9 @@ def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame
         labels = labels[~dup]
     bad_target = ~labels["Target"].isin([0, 1])
     if bad_target.any():
-        raise ValueError(f"{labels_csv}: Target must be 0 or 1; got {sorted(labels['Target'][bad_target].unique())}")
+        raise ValueError(
+            f"{labels_csv}: Target must be 0 or 1; got {sorted(labels['Target'][bad_target].unique())}"
+        )
     xywh = labels[["x", "y", "width", "height"]].to_numpy(np.float64)
     complete = np.isfinite(xywh).all(axis=1)
     positive = labels["Target"].to_numpy() == 1
@@ -125,7 +138,9 @@ def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame
     boxes = {pid: np.stack(b) for pid, b in grouped.items()}
     lost = sorted(set(ids[positive]) - set(boxes))
     if lost:
-        _problem(f"{labels_csv}: dropped {len(lost)} image(s) whose every box was invalid, e.g. {lost[:3]}", strict)
+        _problem(
+            f"{labels_csv}: dropped {len(lost)} image(s) whose every box was invalid, e.g. {lost[:3]}", strict
+        )
 
     classes = _read_csv(classes_csv, CLASS_COLUMNS).drop_duplicates()  # one row per box is the norm
     unknown = sorted(set(classes["class"]) - set(CLASS_NAMES))
@@ -133,23 +148,36 @@ def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame
         raise ValueError(f"{classes_csv}: unknown class name(s) {unknown}; expected {list(CLASS_NAMES)}")
     conflicting = classes["patientId"][classes["patientId"].duplicated()].unique()
     if len(conflicting):
-        raise ValueError(f"{classes_csv}: {len(conflicting)} patient(s) with several classes, e.g. "
-                         f"{list(conflicting[:3])}")
+        raise ValueError(
+            f"{classes_csv}: {len(conflicting)} patient(s) with several classes, e.g. {list(conflicting[:3])}"
+        )
     cls_of = dict(zip(classes["patientId"], classes["class"], strict=True))
     patients = sorted(set(ids) - set(lost))
     if (n := len(set(cls_of) - set(ids))) > 0:
         _problem(f"{classes_csv}: ignored {n} patient id(s) absent from {labels_csv}", strict)
     if (n := sum(p not in cls_of for p in patients)) > 0:
-        _problem(f"{labels_csv}: {n} patient id(s) absent from {classes_csv}; class taken from Target", strict)
+        _problem(
+            f"{labels_csv}: {n} patient id(s) absent from {classes_csv}; class taken from Target", strict
+        )
     empty = np.zeros((0, 4), np.float32)
     names = [cls_of.get(p, CLASS_NAMES[2] if p in boxes else CLASS_NAMES[1]) for p in patients]
     if (n := sum((c == CLASS_NAMES[2]) != (p in boxes) for p, c in zip(patients, names, strict=True))) > 0:
-        _problem(f"{classes_csv}: {n} patient(s) whose class disagrees with having boxes in {labels_csv}", strict)
-    return pd.DataFrame({"patientId": patients, "class": names, "cls": [CLASS_NAMES.index(c) for c in names],
-                         "boxes": [boxes.get(p, empty) for p in patients]})
+        _problem(
+            f"{classes_csv}: {n} patient(s) whose class disagrees with having boxes in {labels_csv}", strict
+        )
+    return pd.DataFrame(
+        {
+            "patientId": patients,
+            "class": names,
+            "cls": [CLASS_NAMES.index(c) for c in names],
+            "boxes": [boxes.get(p, empty) for p in patients],
+        }
+    )
 
 
-def assign_folds(patient_ids: Sequence[str], labels: Sequence[int], n_folds: int = 4, seed: int = 0) -> np.ndarray:
+def assign_folds(
+    patient_ids: Sequence[str], labels: Sequence[int], n_folds: int = 4, seed: int = 0
+) -> np.ndarray:
     """Fold index per patient (aligned with the input), grouped by patient and stratified on ``labels``.
 
     Patients are sorted by id before splitting, so the result depends only on the (id, label)

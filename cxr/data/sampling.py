@@ -52,7 +52,9 @@ def stratified_group_split(
     for stratum in sorted(by_stratum):
         gs = by_stratum[stratum]
         if len(gs) < 2:
-            log.warning("stratum %s has a single group (%s): it stays in train and val lacks it", stratum, gs[0])
+            log.warning(
+                "stratum %s has a single group (%s): it stays in train and val lacks it", stratum, gs[0]
+            )
             continue
         order = rng.permutation(len(gs))
         sizes = np.array([len(members[gs[k]]) for k in order])
@@ -74,13 +76,16 @@ def inverse_frequency_weights(counts: Sequence[int] | torch.Tensor) -> torch.Ten
     counts = torch.as_tensor(counts, dtype=torch.float64)
     if (counts <= 0).any():
         empty = torch.nonzero(counts <= 0).flatten().tolist()
-        raise ValueError(f"cannot weight classes {empty}: they have no training samples (counts {counts.tolist()})")
+        raise ValueError(
+            f"cannot weight classes {empty}: they have no training samples (counts {counts.tolist()})"
+        )
     inv = 1.0 / counts
     return (inv / inv.mean()).float()
 
 
-def class_balanced_sampler(labels: Sequence[int] | np.ndarray, seed: int,
-                           num_samples: int | None = None) -> WeightedRandomSampler:
+def class_balanced_sampler(
+    labels: Sequence[int] | np.ndarray, seed: int, num_samples: int | None = None
+) -> WeightedRandomSampler:
     """Sampler drawing each class equally often in expectation: sample weight ``1 / count(label)``.
 
     Draws ``num_samples`` (default ``len(labels)``) indices with replacement from a generator seeded
@@ -91,5 +96,9 @@ def class_balanced_sampler(labels: Sequence[int] | np.ndarray, seed: int,
         raise ValueError("cannot build a class-balanced sampler over zero samples")
     counts = np.bincount(labels)
     weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
-    return WeightedRandomSampler(weights, num_samples=len(labels) if num_samples is None else num_samples,
-                                 replacement=True, generator=torch.Generator().manual_seed(seed))
+    return WeightedRandomSampler(
+        weights,
+        num_samples=len(labels) if num_samples is None else num_samples,
+        replacement=True,
+        generator=torch.Generator().manual_seed(seed),
+    )

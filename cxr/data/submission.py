@@ -31,9 +31,14 @@ def write_submission(predictions: Mapping[str, Mapping[str, Any]], path: str | P
         boxes = _numpy(pred["boxes"]).astype(np.float64).reshape(-1, 4)
         scores = _numpy(pred["scores"]).astype(np.float64).reshape(-1)
         if len(boxes) != len(scores) or not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-            raise ValueError(f"{pid}: need finite boxes (N, 4) and scores (N,), got {boxes.shape}, {scores.shape}")
-        groups = [f"{scores[i]:.4f} {x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f}"
-                  for i in np.argsort(-scores, kind="stable") for x1, y1, x2, y2 in [boxes[i]]]
+            raise ValueError(
+                f"{pid}: need finite boxes (N, 4) and scores (N,), got {boxes.shape}, {scores.shape}"
+            )
+        groups = [
+            f"{scores[i]:.4f} {x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f}"
+            for i in np.argsort(-scores, kind="stable")
+            for x1, y1, x2, y2 in [boxes[i]]
+        ]
         rows.append((pid, " ".join(groups)))
     path = Path(path)
     pd.DataFrame(rows, columns=["patientId", "PredictionString"]).to_csv(path, index=False)
@@ -51,7 +56,9 @@ def read_submission(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
         try:
             values = np.array([] if pd.isna(text) else str(text).split(), np.float32)  # empty cell: no boxes
         except ValueError:
-            raise ValueError(f"{path}: PredictionString of {pid} is not numbers: {str(text)[:80]!r}") from None
+            raise ValueError(
+                f"{path}: PredictionString of {pid} is not numbers: {str(text)[:80]!r}"
+            ) from None
         if len(values) % 5:
             raise ValueError(f"{path}: PredictionString of {pid} has {len(values)} numbers, not groups of 5")
         values = values.reshape(-1, 5)

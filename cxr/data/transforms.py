@@ -28,15 +28,17 @@ class RadiographTransform:
         mean, std: normalisation of pixel values scaled to [0, 1].
     """
 
-    def __init__(self, augment: Sequence[A.BasicTransform] = (), mean: float = DEFAULT_MEAN,
-                 std: float = DEFAULT_STD) -> None:
+    def __init__(
+        self, augment: Sequence[A.BasicTransform] = (), mean: float = DEFAULT_MEAN, std: float = DEFAULT_STD
+    ) -> None:
         self.mean, self.std = float(mean), float(std)
         self.augment = list(augment)
         self.compose = (
             A.Compose(
                 self.augment,
-                bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True,
-                                         min_area=1.0, min_visibility=0.0),
+                bbox_params=A.BboxParams(
+                    format="pascal_voc", label_fields=["box_ids"], clip=True, min_area=1.0, min_visibility=0.0
+                ),
             )
             if self.augment
             else None
@@ -45,7 +47,9 @@ class RadiographTransform:
     def __call__(self, image: np.ndarray, boxes: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray]:
         if image.dtype != np.uint8 or image.ndim != 2:
             raise ValueError(f"expected a uint8 (H, W) image, got {image.dtype} {image.shape}")
-        boxes = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)
+        boxes = (
+            np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)
+        )
         if self.compose is not None:
             out = self.compose(image=image, bboxes=boxes, box_ids=np.arange(len(boxes)))
             image = out["image"]

@@ -59,8 +59,14 @@ class EncoderFPN(nn.Module):
         encoder_channels: channels of the deepest (stride-32) encoder feature.
     """
 
-    def __init__(self, encoder: str = "seresnext50_32x4d", in_chans: int = 1, fpn_channels: int = 256,
-                 with_p2: bool = True, pretrained_path: str | None = None) -> None:
+    def __init__(
+        self,
+        encoder: str = "seresnext50_32x4d",
+        in_chans: int = 1,
+        fpn_channels: int = 256,
+        with_p2: bool = True,
+        pretrained_path: str | None = None,
+    ) -> None:
         super().__init__()
         strides = _STRIDES_WITH_P2 if with_p2 else _STRIDES
         out_indices = tuple(range(5 - len(strides), 5))
@@ -69,16 +75,20 @@ class EncoderFPN(nn.Module):
             state, cfg = _checked_weights(encoder, in_chans, pretrained_path)
             # timm's own loading maps the classifier's weights into the feature extractor
             weights = dict(pretrained=True, pretrained_cfg_overlay=dict(state_dict=state, **cfg))
-        self.encoder = timm.create_model(encoder, features_only=True, out_indices=out_indices,
-                                         in_chans=in_chans, **weights)
+        self.encoder = timm.create_model(
+            encoder, features_only=True, out_indices=out_indices, in_chans=in_chans, **weights
+        )
         reductions = tuple(self.encoder.feature_info.reduction())
         if reductions != strides:
-            raise ValueError(f"encoder {encoder!r} gives feature strides {reductions} at out_indices "
-                             f"{out_indices}; the pyramid needs {strides}")
+            raise ValueError(
+                f"encoder {encoder!r} gives feature strides {reductions} at out_indices "
+                f"{out_indices}; the pyramid needs {strides}"
+            )
         channels = self.encoder.feature_info.channels()
         self.names = [f"p{s.bit_length() - 1}" for s in strides]  # stride 2^k -> "pk"
-        self.fpn = FeaturePyramidNetwork(channels, fpn_channels,
-                                         extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))
+        self.fpn = FeaturePyramidNetwork(
+            channels, fpn_channels, extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels)
+        )
         self.out_channels = fpn_channels
         self.encoder_channels = channels[-1]
 

@@ -30,7 +30,7 @@ def default_anchor_sizes(small_anchors: bool = True) -> tuple[tuple[int, ...], .
     ``small_anchors=True``: P2 (16, 20, 25), P3 (32, 40, 50), P4 (64, 80, 101), P5 (128, 161, 203),
     P6 (256, 322, 406), P7 (512, 645, 812); ``False`` drops P2.
     """
-    levels = ["p2", "p3", "p4", "p5", "p6", "p7"][0 if small_anchors else 1:]
+    levels = ["p2", "p3", "p4", "p5", "p6", "p7"][0 if small_anchors else 1 :]
     return tuple(tuple(int(_BASE_SIZES[lv] * o) for o in _OCTAVES) for lv in levels)
 
 
@@ -76,43 +76,74 @@ class RetinaNet(TorchvisionRetinaNet):
         pretrained_path: local timm weight file for the encoder (see :class:`EncoderFPN`).
     """
 
-    def __init__(self, encoder: str = "seresnext50_32x4d", in_chans: int = 1, image_size: int = 512,
-                 small_anchors: bool = True, anchor_sizes: Sequence[Sequence[float]] | None = None,
-                 aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), global_head: bool = True,
-                 global_classes: int = 3, global_dropout: float = 0.5, fpn_channels: int = 256,
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 20,
-                 pretrained_path: str | None = None) -> None:
+    def __init__(
+        self,
+        encoder: str = "seresnext50_32x4d",
+        in_chans: int = 1,
+        image_size: int = 512,
+        small_anchors: bool = True,
+        anchor_sizes: Sequence[Sequence[float]] | None = None,
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        global_head: bool = True,
+        global_classes: int = 3,
+        global_dropout: float = 0.5,
+        fpn_channels: int = 256,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 20,
+        pretrained_path: str | None = None,
+    ) -> None:
         num_levels = 6 if small_anchors else 5
         sizes = default_anchor_sizes(small_anchors) if anchor_sizes is None else anchor_sizes
         sizes = tuple(tuple(float(s) for s in level) for level in sizes)
         if len(sizes) != num_levels:
-            raise ValueError(f"anchor_sizes needs one entry per pyramid level ({num_levels} with "
-                             f"small_anchors={small_anchors}), got {len(sizes)}")
+            raise ValueError(
+                f"anchor_sizes needs one entry per pyramid level ({num_levels} with "
+                f"small_anchors={small_anchors}), got {len(sizes)}"
+            )
         if len({len(level) for level in sizes}) != 1:
             raise ValueError(f"every level needs the same number of anchor sizes, got {sizes}")
         anchor_generator = AnchorGenerator(sizes, (tuple(float(r) for r in aspect_ratios),) * num_levels)
-        backbone = EncoderFPN(encoder, in_chans=in_chans, fpn_channels=fpn_channels,
-                              with_p2=small_anchors, pretrained_path=pretrained_path)
-        super().__init__(backbone, num_classes=1, anchor_generator=anchor_generator,
-                         score_thresh=score_thresh, nms_thresh=nms_thresh,
-                         detections_per_img=detections_per_img)
+        backbone = EncoderFPN(
+            encoder,
+            in_chans=in_chans,
+            fpn_channels=fpn_channels,
+            with_p2=small_anchors,
+            pretrained_path=pretrained_path,
+        )
+        super().__init__(
+            backbone,
+            num_classes=1,
+            anchor_generator=anchor_generator,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+        )
         # Inputs arrive normalised and already S×S: identity normalisation and no rescaling.
-        self.transform = GeneralizedRCNNTransform(min_size=image_size, max_size=image_size,
-                                                  image_mean=[0.0] * in_chans, image_std=[1.0] * in_chans)
+        self.transform = GeneralizedRCNNTransform(
+            min_size=image_size, max_size=image_size, image_mean=[0.0] * in_chans, image_std=[1.0] * in_chans
+        )
         self.in_chans, self.image_size = in_chans, image_size
         self.num_levels = num_levels
         self.num_global_classes = global_classes if global_head else 0
         self.global_head = (
-            ClassifierHead(backbone.encoder_channels, global_classes, pool_type="avg", drop_rate=global_dropout)
-            if global_head else None
+            ClassifierHead(
+                backbone.encoder_channels, global_classes, pool_type="avg", drop_rate=global_dropout
+            )
+            if global_head
+            else None
         )
 
-    def _check_inputs(self, images: Tensor, targets: list[dict[str, Tensor]] | None) -> list[dict[str, Tensor]] | None:
+    def _check_inputs(
+        self, images: Tensor, targets: list[dict[str, Tensor]] | None
+    ) -> list[dict[str, Tensor]] | None:
         """Validate shapes and return torchvision targets (float boxes, label column 0)."""
         expected = (self.in_chans, self.image_size, self.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected or not images.is_floating_point():
-            raise ValueError(f"RetinaNet expects float images (B, {', '.join(map(str, expected))}), "
-                             f"got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"RetinaNet expects float images (B, {', '.join(map(str, expected))}), "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
         if targets is None:
             if self.training:
                 raise ValueError("RetinaNet needs targets in training mode")
@@ -126,11 +157,14 @@ class RetinaNet(TorchvisionRetinaNet):
                 raise ValueError(f"target {i}: boxes must be (N, 4) x1y1x2y2, got {tuple(boxes.shape)}")
             bad = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1) | ~boxes.isfinite().all(dim=1)
             if bad.any():
-                raise ValueError(f"target {i}: box {boxes[bad][0].tolist()} is not finite with positive "
-                                 "width and height")
+                raise ValueError(
+                    f"target {i}: box {boxes[bad][0].tolist()} is not finite with positive width and height"
+                )
             if "labels" in target and (torch.as_tensor(target["labels"]) != 1).any():
                 raise ValueError(f"target {i}: labels must all be 1 (opacity), got {target['labels']}")
-            out.append({"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64, device=images.device)})
+            out.append(
+                {"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64, device=images.device)}
+            )
         return out
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict:
@@ -151,8 +185,13 @@ class RetinaNet(TorchvisionRetinaNet):
             out["detections"] = self._detect(head_outputs, anchors, features, image_list.image_sizes)
         return out
 
-    def _detect(self, head_outputs: dict[str, Tensor], anchors: list[Tensor], features: list[Tensor],
-                image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    def _detect(
+        self,
+        head_outputs: dict[str, Tensor],
+        anchors: list[Tensor],
+        features: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
         """Split the flat head outputs per level, decode, NMS; labels shifted to 1 = opacity."""
         per_location = self.anchor_generator.num_anchors_per_location()[0]
         counts = [f.shape[2] * f.shape[3] * per_location for f in features]

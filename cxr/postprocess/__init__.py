@@ -14,8 +14,20 @@ from cxr.postprocess.settings import FILENAME, PostprocessSettings, find_setting
 from cxr.postprocess.thresholds import best_thresholds, choose_decision_threshold, plot_nms_sweep, sweep_nms
 
 __all__ = [
-    "BOX_SIZE_METHODS", "FILENAME", "SCORE_MODES", "PostprocessSettings", "adjust_box_sizes",
-    "average_probabilities", "best_thresholds", "choose_decision_threshold", "ensemble_detections",
-    "ensemble_images", "find_settings", "percentile_boxes", "plot_nms_sweep", "settings_folder",
-    "shrink_boxes", "sweep_nms",
+    "BOX_SIZE_METHODS",
+    "FILENAME",
+    "SCORE_MODES",
+    "PostprocessSettings",
+    "adjust_box_sizes",
+    "average_probabilities",
+    "best_thresholds",
+    "choose_decision_threshold",
+    "ensemble_detections",
+    "ensemble_images",
+    "find_settings",
+    "percentile_boxes",
+    "plot_nms_sweep",
+    "settings_folder",
+    "shrink_boxes",
+    "sweep_nms",
 ]

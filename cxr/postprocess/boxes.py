@@ -28,8 +28,14 @@ def shrink_boxes(boxes, factor: float = 0.875):
     return out.to(boxes.dtype) if is_tensor else out.numpy().astype(np.asarray(boxes).dtype)
 
 
-def percentile_boxes(boxes: Tensor, member_boxes: Tensor, scale: float = 1.6, low: float = 20.0,
-                     high: float = 80.0, space: str = "log") -> Tensor:
+def percentile_boxes(
+    boxes: Tensor,
+    member_boxes: Tensor,
+    scale: float = 1.6,
+    low: float = 20.0,
+    high: float = 80.0,
+    space: str = "log",
+) -> Tensor:
     """Gabruseva et al.'s box sizes: the ``low``-th percentile of the ensemble members' sizes, reduced
     by ``scale`` × (``high``-th − ``low``-th percentile). Each box keeps its centre; width and height
     are computed separately over that box's members.
@@ -61,7 +67,9 @@ def percentile_boxes(boxes: Tensor, member_boxes: Tensor, scale: float = 1.6, lo
     boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
     member_boxes = torch.as_tensor(member_boxes, dtype=torch.float64)
     if member_boxes.ndim != 3 or member_boxes.shape[0] != len(boxes) or member_boxes.shape[2] != 4:
-        raise ValueError(f"member_boxes must be (K, M, 4) with K = {len(boxes)}, got {tuple(member_boxes.shape)}")
+        raise ValueError(
+            f"member_boxes must be (K, M, 4) with K = {len(boxes)}, got {tuple(member_boxes.shape)}"
+        )
     if len(boxes) == 0:
         return boxes.to(torch.float32)
     sizes = (member_boxes[..., 2:] - member_boxes[..., :2]).clamp(min=1e-6)  # (K, M, 2), NaN where missing
@@ -77,8 +85,9 @@ def percentile_boxes(boxes: Tensor, member_boxes: Tensor, scale: float = 1.6, lo
     return torch.cat([centre - new / 2, centre + new / 2], dim=1).to(torch.float32)
 
 
-def adjust_box_sizes(detections: dict, method: str = "shrink", shrink: float = 0.875,
-                     scale: float = 1.6) -> Tensor:
+def adjust_box_sizes(
+    detections: dict, method: str = "shrink", shrink: float = 0.875, scale: float = 1.6
+) -> Tensor:
     """Boxes of one image's ensembled ``detections`` after the chosen size method.
 
     ``method``: ``"none"``, ``"shrink"`` (:func:`shrink_boxes` by ``shrink``) or ``"percentile"``
@@ -91,6 +100,8 @@ def adjust_box_sizes(detections: dict, method: str = "shrink", shrink: float = 0
         return shrink_boxes(boxes, shrink)
     if method == "percentile":
         if "member_boxes" not in detections:
-            raise KeyError("box_size=percentile needs the ensemble's 'member_boxes' (from ensemble_detections)")
+            raise KeyError(
+                "box_size=percentile needs the ensemble's 'member_boxes' (from ensemble_detections)"
+            )
         return percentile_boxes(boxes, detections["member_boxes"], scale=scale)
     raise ValueError(f"box size method must be one of {BOX_SIZE_METHODS}, got {method!r}")

@@ -33,7 +33,9 @@ def _boxes_scores(det: Mapping, where: str) -> tuple[Tensor, Tensor]:
     return boxes, scores
 
 
-def ensemble_detections(members: Sequence[Mapping], nms_thresh: float, score_mode: str = "mean") -> dict[str, Tensor]:
+def ensemble_detections(
+    members: Sequence[Mapping], nms_thresh: float, score_mode: str = "mean"
+) -> dict[str, Tensor]:
     """Merge one image's detections from ``M`` members with a single NMS.
 
     All members' boxes are pooled and suppressed by :func:`torchvision.ops.nms` at ``nms_thresh``
@@ -63,8 +65,12 @@ def ensemble_detections(members: Sequence[Mapping], nms_thresh: float, score_mod
     owner = torch.cat([torch.full((len(s),), m) for m, (_, s) in enumerate(parts)])
     n_members = len(members)
     if len(boxes) == 0:
-        return {"boxes": boxes, "scores": scores, "member_boxes": torch.zeros(0, n_members, 4),
-                "member_scores": torch.zeros(0, n_members)}
+        return {
+            "boxes": boxes,
+            "scores": scores,
+            "member_boxes": torch.zeros(0, n_members, 4),
+            "member_scores": torch.zeros(0, n_members),
+        }
     keep = nms(boxes, scores, nms_thresh)
     overlap = box_iou(boxes[keep], boxes) > nms_thresh
     overlap[torch.arange(len(keep)), keep] = True
@@ -81,17 +87,24 @@ def ensemble_detections(members: Sequence[Mapping], nms_thresh: float, score_mod
         member_boxes[found, m] = boxes[columns[where[found]]]
     merged = scores[keep] if score_mode == "max" else member_scores.sum(dim=1) / n_members
     order = torch.sort(merged, descending=True, stable=True).indices
-    return {"boxes": boxes[keep][order], "scores": merged[order], "member_boxes": member_boxes[order],
-            "member_scores": member_scores[order]}
+    return {
+        "boxes": boxes[keep][order],
+        "scores": merged[order],
+        "member_boxes": member_boxes[order],
+        "member_scores": member_scores[order],
+    }
 
 
-def ensemble_images(images: Sequence[Sequence[Mapping] | Mapping], nms_thresh: float,
-                    score_mode: str = "mean") -> list[dict[str, Tensor]]:
+def ensemble_images(
+    images: Sequence[Sequence[Mapping] | Mapping], nms_thresh: float, score_mode: str = "mean"
+) -> list[dict[str, Tensor]]:
     """:func:`ensemble_detections` image by image. ``images[i]`` is the list of image i's member
     detections (members may differ between images, as in out-of-fold predictions) or a single dict
     (one member)."""
-    return [ensemble_detections([item] if isinstance(item, Mapping) else item, nms_thresh, score_mode)
-            for item in images]
+    return [
+        ensemble_detections([item] if isinstance(item, Mapping) else item, nms_thresh, score_mode)
+        for item in images
+    ]
 
 
 def average_probabilities(members: Sequence[Tensor]) -> Tensor:

@@ -64,7 +64,9 @@ class PostprocessSettings:
         if self.nms_thresh is not None and float(self.nms_thresh) >= 1.0:
             problems.append(f"nms_thresh must be < 1, got {self.nms_thresh}")
         if not self.shrink > 0 or not self.percentile_scale >= 0:
-            problems.append(f"need shrink > 0 and percentile_scale >= 0, got {self.shrink}, {self.percentile_scale}")
+            problems.append(
+                f"need shrink > 0 and percentile_scale >= 0, got {self.shrink}, {self.percentile_scale}"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 

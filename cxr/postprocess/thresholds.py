@@ -18,9 +18,13 @@ from cxr.postprocess.ensemble import ensemble_images
 SWEEP_COLUMNS = ("nms_thresh", "score_thresh", "rsna_map", "boxes_per_image")
 
 
-def sweep_nms(predictions: Sequence[Sequence[Mapping] | Mapping], targets: Sequence[Mapping],
-              nms_thresholds: Sequence[float], score_thresholds: Sequence[float],
-              score_mode: str = "mean") -> pd.DataFrame:
+def sweep_nms(
+    predictions: Sequence[Sequence[Mapping] | Mapping],
+    targets: Sequence[Mapping],
+    nms_thresholds: Sequence[float],
+    score_thresholds: Sequence[float],
+    score_mode: str = "mean",
+) -> pd.DataFrame:
     """RSNA challenge score for every (NMS threshold, score threshold) pair.
 
     Args:
@@ -45,9 +49,17 @@ def sweep_nms(predictions: Sequence[Sequence[Mapping] | Mapping], targets: Seque
         merged = ensemble_images(predictions, float(nms_thresh), score_mode)
         for score_thresh in score_thresholds:
             masks = [d["scores"] >= score_thresh for d in merged]
-            kept = [{"boxes": d["boxes"][m], "scores": d["scores"][m]} for d, m in zip(merged, masks, strict=True)]
-            rows.append((float(nms_thresh), float(score_thresh), rsna_map(kept, targets),
-                         float(np.mean([len(k["scores"]) for k in kept])) if kept else 0.0))
+            kept = [
+                {"boxes": d["boxes"][m], "scores": d["scores"][m]} for d, m in zip(merged, masks, strict=True)
+            ]
+            rows.append(
+                (
+                    float(nms_thresh),
+                    float(score_thresh),
+                    rsna_map(kept, targets),
+                    float(np.mean([len(k["scores"]) for k in kept])) if kept else 0.0,
+                )
+            )
     return pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
 
 
@@ -82,8 +94,10 @@ def choose_decision_threshold(probabilities, labels, target_recall: float | None
     if len(probs) != len(truth):
         raise ValueError(f"{len(probs)} probabilities but {len(truth)} labels")
     if truth.all() or not truth.any():
-        raise ValueError(f"choosing a threshold needs both classes in the validation labels; all {len(truth)} are "
-                         f"{'pneumonia' if truth.any() else 'normal'}")
+        raise ValueError(
+            f"choosing a threshold needs both classes in the validation labels; all {len(truth)} are "
+            f"{'pneumonia' if truth.any() else 'normal'}"
+        )
     precision, recall, thresholds = precision_recall_curve(truth, probs)
     precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
@@ -93,12 +107,17 @@ def choose_decision_threshold(probabilities, labels, target_recall: float | None
         if not 0 < target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
         i = int(np.flatnonzero(recall >= target_recall - 1e-12).max())  # recall falls as the threshold rises
-    return {"threshold": float(thresholds[i]), "precision": float(precision[i]), "recall": float(recall[i]),
-            "f1": float(f1[i])}
+    return {
+        "threshold": float(thresholds[i]),
+        "precision": float(precision[i]),
+        "recall": float(recall[i]),
+        "f1": float(f1[i]),
+    }
 
 
-def plot_nms_sweep(tables: Mapping[int | str, pd.DataFrame], path: str | Path,
-                   title: str = "Validation RSNA mAP") -> Path:
+def plot_nms_sweep(
+    tables: Mapping[int | str, pd.DataFrame], path: str | Path, title: str = "Validation RSNA mAP"
+) -> Path:
     """The paper's Fig. 8 as a PNG: validation score (best score threshold per point) against NMS
     threshold, one line per epoch (left), and against epoch, one line per NMS threshold (right).
 

@@ -19,16 +19,32 @@ from cxr.tables import TABLES, table_by_name
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="cxr-reproduce", description=cxr.reproduce.__doc__.splitlines()[0],
-                                     epilog="Overrides after -- go to every job, e.g. -- hydra/launcher=slurm")
+    parser = argparse.ArgumentParser(
+        prog="cxr-reproduce",
+        description=cxr.reproduce.__doc__.splitlines()[0],
+        epilog="Overrides after -- go to every job, e.g. -- hydra/launcher=slurm",
+    )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="folder with chest_xray/ and rsna/ (smoke default: logs/reproduce/data, generated)")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder with chest_xray/ and rsna/ (smoke default: logs/reproduce/data, generated)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: experiments/results/<profile>")
-    parser.add_argument("--tables", nargs="+", default=None, metavar="NAME",
-                        help=f"only these tables: {', '.join(t.name for t in TABLES)}")
-    parser.add_argument("--tables-only", action="store_true", help="train nothing; build tables from what ran")
-    parser.add_argument("--dry-run", action="store_true", help="print the sweeps and the jobs' status, run nothing")
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"only these tables: {', '.join(t.name for t in TABLES)}",
+    )
+    parser.add_argument(
+        "--tables-only", action="store_true", help="train nothing; build tables from what ran"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the sweeps and the jobs' status, run nothing"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (after --)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -53,19 +69,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         status = [job_status(runs_dir / j.run_id) for j in table_jobs]
         pending = len(status) - status.count("finished")
         commands = sweep_commands(table, table_jobs)
-        print(f"[{table.name}] {len(table_jobs)} runs: {status.count('finished')} finished, "
-              f"{status.count('interrupted')} interrupted (resumed), {status.count('new')} new", flush=True)
+        print(
+            f"[{table.name}] {len(table_jobs)} runs: {status.count('finished')} finished, "
+            f"{status.count('interrupted')} interrupted (resumed), {status.count('new')} new",
+            flush=True,
+        )
         for overrides in commands:
             if args.dry_run:
                 print("  cxr-train -m " + " ".join(overrides))
             elif pending and not args.tables_only:
                 t0 = time.perf_counter()
                 code = launch(overrides, runs_dir, runs_dir / "logs" / f"{table.name}.log")
-                note = "" if code == 0 else f" — exit code {code}, see {runs_dir / 'logs' / (table.name + '.log')}"
+                note = (
+                    ""
+                    if code == 0
+                    else f" — exit code {code}, see {runs_dir / 'logs' / (table.name + '.log')}"
+                )
                 print(f"  sweep done in {time.perf_counter() - t0:.0f} s{note}", flush=True)
     if args.dry_run:
         return
     written = write_outputs(tables, jobs, profile, out, data_root, command, cache_dir)
     missing = sum(job_status(runs_dir / j.run_id) != "finished" for j in jobs)
-    print(f"wrote {len(written)} files to {out} in {time.perf_counter() - start:.0f} s"
-          + (f"; {missing} runs missing (gaps in the tables)" if missing else ""))
+    print(
+        f"wrote {len(written)} files to {out} in {time.perf_counter() - start:.0f} s"
+        + (f"; {missing} runs missing (gaps in the tables)" if missing else "")
+    )

@@ -52,19 +52,30 @@ def _machine() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()} CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads), {gpu}"
+    return (
+        f"{platform.machine()} CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads), {gpu}"
+    )
 
 
 def caption(table: Table, profile: Profile, data_root: Path, command: str) -> str:
     reps = profile.seeds if table.task == "classification" else profile.folds
     what = "seeds" if table.task == "classification" else "validation folds"
-    return (f"**{table.title}.** Ours: mean ± std over {what} {', '.join(map(str, reps))} (runs = finished / "
-            f"planned); {profile.description}; data `{data_root}`. {table.paper_note[:1].upper()}{table.paper_note[1:]}. "
-            f"Made by `{command}`.")
+    return (
+        f"**{table.title}.** Ours: mean ± std over {what} {', '.join(map(str, reps))} (runs = finished / "
+        f"planned); {profile.description}; data `{data_root}`. {table.paper_note[:1].upper()}{table.paper_note[1:]}. "
+        f"Made by `{command}`."
+    )
 
 
-def write_outputs(tables: Sequence[Table], jobs: Sequence[Job], profile: Profile, out: Path, data_root: Path,
-                  command: str, cache_dir: Path | None) -> list[Path]:
+def write_outputs(
+    tables: Sequence[Table],
+    jobs: Sequence[Job],
+    profile: Profile,
+    out: Path,
+    data_root: Path,
+    command: str,
+    cache_dir: Path | None,
+) -> list[Path]:
     """Tables (Markdown + CSV), curves and the NMS figure for ``tables``; the runs index; ``tables.md``."""
     import pandas as pd
 
@@ -74,10 +85,14 @@ def write_outputs(tables: Sequence[Table], jobs: Sequence[Job], profile: Profile
     runs_dir, written, sections = out / "runs", [], []
     for table in tables:
         table_jobs = [j for j in jobs if j.table == table.name]
-        runs = {row.label: [runs_dir / j.run_id for j in table_jobs if j.row == row.label] for row in table.rows}
+        runs = {
+            row.label: [runs_dir / j.run_id for j in table_jobs if j.row == row.label] for row in table.rows
+        }
         extra = measure_throughput(table_jobs, table, runs_dir) if table.name == "go2020_models" else {}
         for job in table_jobs:  # the encoder that ran, where a profile swaps in a stand-in
-            encoder = next((o.partition("=")[2] for o in job.row_overrides if o.startswith("model.encoder=")), None)
+            encoder = next(
+                (o.partition("=")[2] for o in job.row_overrides if o.startswith("model.encoder=")), None
+            )
             if encoder is not None:
                 extra.setdefault(job.row, {})["timm encoder"] = encoder
         numbers, shown = build_table(table, runs, extra)
@@ -92,21 +107,36 @@ def write_outputs(tables: Sequence[Table], jobs: Sequence[Job], profile: Profile
             single = "heavy without rotation"
             sweep = postprocess_sweep(table_jobs, runs_dir, data_root / "rsna", single, cache_dir)
             numbers, shown = postprocess_table(sweep)
-            text = (f"**Gabruseva et al.: post-processing** of the augmentation table's models: validation RSNA "
-                    f"mAP at the best NMS and score thresholds of each fold (chosen on that fold, so optimistic), "
-                    f"mean ± std over folds; box shrink ×{SHRINK:g} about each box centre after NMS. The ensemble "
-                    f"averages the models trained on the same folds with different augmentations (a fold "
-                    f"ensemble cannot be scored on cross-validation folds: each image trained three of the four "
-                    f"fold models); {profile.description}; data `{data_root}`. Paper: Fig. 8 only, no table. "
-                    f"Made by `{command}`.")
+            text = (
+                f"**Gabruseva et al.: post-processing** of the augmentation table's models: validation RSNA "
+                f"mAP at the best NMS and score thresholds of each fold (chosen on that fold, so optimistic), "
+                f"mean ± std over folds; box shrink ×{SHRINK:g} about each box centre after NMS. The ensemble "
+                f"averages the models trained on the same folds with different augmentations (a fold "
+                f"ensemble cannot be scored on cross-validation folds: each image trained three of the four "
+                f"fold models); {profile.description}; data `{data_root}`. Paper: Fig. 8 only, no table. "
+                f"Made by `{command}`."
+            )
             written += write_table(numbers, shown, text, out, "gabruseva2020_postprocess")
             sections.append((out / "gabruseva2020_postprocess.md").read_text())
             sweep.to_csv(out / "gabruseva2020_nms_sweep.csv", index=False, float_format="%.6g")
-            figure = plots.nms_curves(sweep, out / "gabruseva2020_fig8_nms.png",
-                                      "mAP against NMS threshold (Gabruseva et al., Fig. 8)")
+            figure = plots.nms_curves(
+                sweep,
+                out / "gabruseva2020_fig8_nms.png",
+                "mAP against NMS threshold (Gabruseva et al., Fig. 8)",
+            )
             written += [out / "gabruseva2020_nms_sweep.csv"] + ([figure] if figure else [])
-    index = pd.DataFrame([{"table": j.table, "row": j.row, "replicate": j.replicate, "run_id": j.run_id,
-                           "status": job_status(runs_dir / j.run_id)} for j in jobs])
+    index = pd.DataFrame(
+        [
+            {
+                "table": j.table,
+                "row": j.row,
+                "replicate": j.replicate,
+                "run_id": j.run_id,
+                "status": job_status(runs_dir / j.run_id),
+            }
+            for j in jobs
+        ]
+    )
     index.to_csv(out / "index.csv", index=False)
     (out / "tables.md").write_text(f"# Reproduced tables ({profile.name} profile)\n\n" + "\n".join(sections))
     return [*written, out / "index.csv", out / "tables.md"]

@@ -48,16 +48,31 @@ def _substitute(override: str, profile: Profile) -> str:
     return override
 
 
-def fixed_overrides(table: Table, profile: Profile, data_root: Path, cache_dir: Path | None,
-                    extra: Sequence[str] = ()) -> tuple[str, ...]:
+def fixed_overrides(
+    table: Table, profile: Profile, data_root: Path, cache_dir: Path | None, extra: Sequence[str] = ()
+) -> tuple[str, ...]:
     folder = "chest_xray" if table.task == "classification" else "rsna"
     cache = [f"datamodule.cache_dir={cache_dir}"] if cache_dir is not None else []
-    return tuple(merge_overrides([f"experiment={table.experiment}", *getattr(profile, table.task),
-                                  f"datamodule.data_dir={data_root / folder}", *cache], extra))
+    return tuple(
+        merge_overrides(
+            [
+                f"experiment={table.experiment}",
+                *getattr(profile, table.task),
+                f"datamodule.data_dir={data_root / folder}",
+                *cache,
+            ],
+            extra,
+        )
+    )
 
 
-def plan(tables: Sequence[Table], profile: Profile, data_root: Path, cache_dir: Path | None,
-         extra: Sequence[str] = ()) -> list[Job]:
+def plan(
+    tables: Sequence[Table],
+    profile: Profile,
+    data_root: Path,
+    cache_dir: Path | None,
+    extra: Sequence[str] = (),
+) -> list[Job]:
     """Every (table, row, replicate) job, with its run id from the config composed in-process."""
     from cxr.config import compose
 
@@ -85,8 +100,12 @@ def sweep_commands(table: Table, jobs: Sequence[Job]) -> list[list[str]]:
         first = next(iter(rows.values()))
         if len(keys) == 1:
             values = ",".join(dict.fromkeys(j.row_overrides[0].partition("=")[2] for j in rows.values()))
-            commands.append(merge_overrides(first.fixed, [f"{keys[0]}={values}", f"{table.replicate_key}={reps}"]))
+            commands.append(
+                merge_overrides(first.fixed, [f"{keys[0]}={values}", f"{table.replicate_key}={reps}"])
+            )
         else:
-            commands += [merge_overrides(j.fixed, j.row_overrides, [f"{table.replicate_key}={reps}"])
-                         for j in rows.values()]
+            commands += [
+                merge_overrides(j.fixed, j.row_overrides, [f"{table.replicate_key}={reps}"])
+                for j in rows.values()
+            ]
     return commands

@@ -12,13 +12,14 @@ from typing import Any
 
 from cxr.reproduce.plan import Job
 
-NMS_GRID = tuple(round(0.1 * i, 1) for i in range(10))            # 0.0 .. 0.9
-SCORE_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))      # 0.05 .. 0.95
+NMS_GRID = tuple(round(0.1 * i, 1) for i in range(10))  # 0.0 .. 0.9
+SCORE_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 SHRINK = 0.875
 
 
-def postprocess_sweep(jobs: Sequence[Job], runs_dir: Path, data_dir: Path, single_row: str,
-                      cache_dir: Path | None = None) -> Any:
+def postprocess_sweep(
+    jobs: Sequence[Job], runs_dir: Path, data_dir: Path, single_row: str, cache_dir: Path | None = None
+) -> Any:
     """RSNA mAP over NMS and score thresholds, with and without box shrinking (×0.875 about the centre),
     for one model (``single_row``) and for the ensemble of all rows' models of the same fold, on each
     fold's validation images (every member predicts only its own validation fold, so no image is
@@ -45,8 +46,10 @@ def postprocess_sweep(jobs: Sequence[Job], runs_dir: Path, data_dir: Path, singl
     with contextlib.redirect_stderr(io.StringIO()):  # a progress bar per checkpoint would drown the summary
         predictions, targets = detection_predictions(members, data_dir, **overrides)
     n_models = len({j.row for j in done})
-    settings = {f"single model ({single_row})": {k for k, j in enumerate(done) if j.row == single_row},
-                f"ensemble of {n_models} models (one per augmentation)": set(range(len(done)))}
+    settings = {
+        f"single model ({single_row})": {k for k, j in enumerate(done) if j.row == single_row},
+        f"ensemble of {n_models} models (one per augmentation)": set(range(len(done))),
+    }
     rows = []
     for fold in sorted({j.replicate for j in done}):
         ids = [p for p in targets if any(done[k].replicate == fold for k, _ in predictions[p])]
@@ -58,11 +61,15 @@ def postprocess_sweep(jobs: Sequence[Job], runs_dir: Path, data_dir: Path, singl
             for nms in NMS_GRID:
                 merged = ensemble_images(preds, nms, "mean")
                 for shrink in (None, SHRINK):
-                    boxes = [d["boxes"] if shrink is None else shrink_boxes(d["boxes"], shrink) for d in merged]
+                    boxes = [
+                        d["boxes"] if shrink is None else shrink_boxes(d["boxes"], shrink) for d in merged
+                    ]
                     label = setting if shrink is None else f"{setting} + box shrink {shrink:g}"
                     for score in SCORE_GRID:
-                        kept = [{"boxes": b[d["scores"] >= score], "scores": d["scores"][d["scores"] >= score]}
-                                for b, d in zip(boxes, merged, strict=True)]
+                        kept = [
+                            {"boxes": b[d["scores"] >= score], "scores": d["scores"][d["scores"] >= score]}
+                            for b, d in zip(boxes, merged, strict=True)
+                        ]
                         rows.append((int(fold), label, nms, score, rsna_map(kept, truth)))
     frame = pd.DataFrame(rows, columns=["fold", "setting", "nms_thresh", "score_thresh", "rsna_map"])
     frame.to_csv(cache, index=False)

@@ -1,7 +1,7 @@
 """``cxr-synth``: write synthetic stand-ins for the two datasets, for tests, demos and smoke runs.
 
-    cxr-synth ped-cxr OUT [--n 600] [--seed 0] [--min-side 96] [--max-side 320]
-    cxr-synth rsna OUT [--n 200] [--seed 0] [--size 1024]
+cxr-synth ped-cxr OUT [--n 600] [--seed 0] [--min-side 96] [--max-side 320]
+cxr-synth rsna OUT [--n 200] [--seed 0] [--size 1024]
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxr-synth", description="Write a synthetic chest X-ray dataset.")
     sub = parser.add_subparsers(dest="dataset", required=True)
 
-    ped = sub.add_parser("ped-cxr", help="Ped-ChestXray (Kermany) tree: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg")
+    ped = sub.add_parser(
+        "ped-cxr", help="Ped-ChestXray (Kermany) tree: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg"
+    )
     ped.add_argument("out", type=Path, help="root folder to create (e.g. data/chest_xray)")
     ped.add_argument("--n", type=int, default=600, help="number of images (>= 20)")
     ped.add_argument("--seed", type=int, default=0)
@@ -34,7 +36,9 @@ def _ped_cxr_summary(root: Path) -> str:
     parts = []
     for split in ("train", "val", "test"):
         counts = {c: sum(1 for _ in (root / split / c).glob("*.jpeg")) for c in ("NORMAL", "PNEUMONIA")}
-        parts.append(f"{split} {sum(counts.values())} ({counts['NORMAL']} NORMAL, {counts['PNEUMONIA']} PNEUMONIA)")
+        parts.append(
+            f"{split} {sum(counts.values())} ({counts['NORMAL']} NORMAL, {counts['PNEUMONIA']} PNEUMONIA)"
+        )
     return ", ".join(parts)
 
 
@@ -45,8 +49,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.dataset == "ped-cxr":
             from cxr.synth.ped_cxr import write_ped_cxr
 
-            root = write_ped_cxr(args.out, n=args.n, seed=args.seed, min_side=args.min_side,
-                                 max_side=args.max_side)
+            root = write_ped_cxr(
+                args.out, n=args.n, seed=args.seed, min_side=args.min_side, max_side=args.max_side
+            )
             print(f"ped-cxr: wrote {args.n} images to {root}: {_ped_cxr_summary(root)}")
         else:
             from cxr.synth.rsna import write_rsna
@@ -54,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             root = Path(write_rsna(args.out, n=args.n, seed=args.seed, size=args.size))
             n_dicom = sum(1 for _ in root.rglob("*.dcm"))
             print(f"rsna: wrote {n_dicom} DICOM files ({args.size}x{args.size}) and labels to {root}")
-    except (ValueError, FileExistsError) as err:  # bad arguments or a non-empty target: a usage error, not a crash
+    except (
+        ValueError,
+        FileExistsError,
+    ) as err:  # bad arguments or a non-empty target: a usage error, not a crash
         parser.error(str(err))
 
 

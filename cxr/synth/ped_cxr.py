@@ -24,9 +24,12 @@ from PIL import Image
 from cxr.synth.phantom import Box, chest_phantom, lung_boxes
 
 REAL_COUNTS = {
-    ("train", "NORMAL"): 1341, ("train", "PNEUMONIA"): 3875,
-    ("val", "NORMAL"): 8, ("val", "PNEUMONIA"): 8,
-    ("test", "NORMAL"): 234, ("test", "PNEUMONIA"): 390,
+    ("train", "NORMAL"): 1341,
+    ("train", "PNEUMONIA"): 3875,
+    ("val", "NORMAL"): 8,
+    ("val", "PNEUMONIA"): 8,
+    ("test", "NORMAL"): 234,
+    ("test", "PNEUMONIA"): 390,
 }
 MIN_IMAGES = 20
 RGB_FRACTION = 0.05  # the real release has a few hundred 3-channel JPEGs among grayscale ones
@@ -85,10 +88,20 @@ def _opacities(rng: np.random.Generator, kind: str, height: int, width: int) -> 
         return [], 0.0
     lungs = lung_boxes(height, width)
     if kind == "bacteria":
-        count, w_range, h_range, strength = int(rng.integers(1, 3)), (0.45, 0.8), (0.25, 0.45), rng.uniform(0.35, 0.5)
+        count, w_range, h_range, strength = (
+            int(rng.integers(1, 3)),
+            (0.45, 0.8),
+            (0.25, 0.45),
+            rng.uniform(0.35, 0.5),
+        )
         sides = rng.integers(0, 2, size=count)
     else:
-        count, w_range, h_range, strength = int(rng.integers(2, 4)), (0.6, 0.95), (0.35, 0.6), rng.uniform(0.25, 0.35)
+        count, w_range, h_range, strength = (
+            int(rng.integers(2, 4)),
+            (0.6, 0.95),
+            (0.35, 0.6),
+            rng.uniform(0.25, 0.35),
+        )
         sides = (int(rng.integers(0, 2)) + np.arange(count)) % 2  # bilateral
     boxes: list[Box] = []
     for side in sides:
@@ -99,7 +112,9 @@ def _opacities(rng: np.random.Generator, kind: str, height: int, width: int) -> 
     return boxes, float(strength)
 
 
-def write_ped_cxr(out: str | Path, n: int = 600, seed: int = 0, min_side: int = 96, max_side: int = 320) -> Path:
+def write_ped_cxr(
+    out: str | Path, n: int = 600, seed: int = 0, min_side: int = 96, max_side: int = 320
+) -> Path:
     """Write ``n`` phantom radiographs as ``<out>/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg``.
 
     Args:
@@ -117,10 +132,14 @@ def write_ped_cxr(out: str | Path, n: int = 600, seed: int = 0, min_side: int = 
     out = Path(out)
     for split in ("train", "val", "test"):
         if (out / split).is_dir() and any((out / split).rglob("*")):
-            raise FileExistsError(f"{out / split} already holds files; write the synthetic tree to an empty folder")
+            raise FileExistsError(
+                f"{out / split} already holds files; write the synthetic tree to an empty folder"
+            )
     rng = np.random.default_rng(seed)
     planned = _plan(n, rng)
-    rgb = set(rng.choice(len(planned), size=max(1, round(RGB_FRACTION * len(planned))), replace=False).tolist())
+    rgb = set(
+        rng.choice(len(planned), size=max(1, round(RGB_FRACTION * len(planned))), replace=False).tolist()
+    )
     for i, item in enumerate(planned):
         height = int(rng.integers(min_side, max_side + 1))
         width = int(np.clip(round(height * rng.uniform(0.8, 1.5)), min_side, max_side))

@@ -69,8 +69,16 @@ def _sample_boxes(rng: np.random.Generator, size: int) -> list[tuple[int, int, i
     return boxes
 
 
-def _write_dicom(path: Path, image: np.ndarray, patient_id: str, view: str, sex: str, age: int,
-                 compressed: bool, monochrome1: bool) -> None:
+def _write_dicom(
+    path: Path,
+    image: np.ndarray,
+    patient_id: str,
+    view: str,
+    sex: str,
+    age: int,
+    compressed: bool,
+    monochrome1: bool,
+) -> None:
     """8-bit CR file like the challenge's (Secondary Capture, JPEG Baseline) or uncompressed/MONOCHROME1."""
     stored = 255 - image if monochrome1 else image
     meta = FileMetaDataset()
@@ -118,8 +126,9 @@ def _image_for(rng: np.random.Generator, cls: str, boxes, size: int) -> np.ndarr
     return chest_phantom(rng, size, size)
 
 
-def write_rsna(out: str | Path, n: int = 40, seed: int = 0, size: int = 1024, n_test: int = 4,
-               overwrite: bool = False) -> Path:
+def write_rsna(
+    out: str | Path, n: int = 40, seed: int = 0, size: int = 1024, n_test: int = 4, overwrite: bool = False
+) -> Path:
     """Write a synthetic challenge folder with ``n`` labelled and ``n_test`` unlabelled images.
 
     About 10% of the training files are stored uncompressed (Explicit VR Little Endian) and another
@@ -145,7 +154,7 @@ def write_rsna(out: str | Path, n: int = 40, seed: int = 0, size: int = 1024, n_
     classes = _class_plan(rng, n) + [CLASSES[int(c)] for c in rng.integers(3, size=n_test)]
     n_special = max(1, round(0.1 * n)) if n >= 2 else 0
     order = rng.permutation(n)
-    uncompressed, mono1 = set(order[:n_special].tolist()), set(order[n_special:2 * n_special].tolist())
+    uncompressed, mono1 = set(order[:n_special].tolist()), set(order[n_special : 2 * n_special].tolist())
 
     label_rows, class_rows = [], []
     for i, (pid, cls) in enumerate(zip(ids, classes, strict=True)):
@@ -153,10 +162,16 @@ def write_rsna(out: str | Path, n: int = 40, seed: int = 0, size: int = 1024, n_
         boxes = _sample_boxes(img_rng, size) if cls == "Lung Opacity" else []
         image = _image_for(img_rng, cls, boxes, size)
         test = i >= n
-        _write_dicom(out / (TEST_DIR if test else TRAIN_DIR) / f"{pid}.dcm", image, pid,
-                     view=str(img_rng.choice(["PA", "AP"])), sex=str(img_rng.choice(["M", "F"])),
-                     age=int(img_rng.integers(1, 90)), compressed=test or i not in uncompressed,
-                     monochrome1=not test and i in mono1)
+        _write_dicom(
+            out / (TEST_DIR if test else TRAIN_DIR) / f"{pid}.dcm",
+            image,
+            pid,
+            view=str(img_rng.choice(["PA", "AP"])),
+            sex=str(img_rng.choice(["M", "F"])),
+            age=int(img_rng.integers(1, 90)),
+            compressed=test or i not in uncompressed,
+            monochrome1=not test and i in mono1,
+        )
         if test:
             continue
         rows = [(pid, float(x), float(y), float(w), float(h), 1) for x, y, w, h in boxes]
@@ -165,6 +180,7 @@ def write_rsna(out: str | Path, n: int = 40, seed: int = 0, size: int = 1024, n_
         class_rows += [(pid, cls)] * len(rows)
 
     pd.DataFrame(label_rows, columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(
-        out / LABELS_CSV, index=False)
+        out / LABELS_CSV, index=False
+    )
     pd.DataFrame(class_rows, columns=["patientId", "class"]).to_csv(out / CLASSES_CSV, index=False)
     return out

@@ -35,18 +35,22 @@ from cxr.tasks.optim import check_monitor_mode, configure_optimizers
 
 
 def _stage_metrics(num_labels: int, threshold: float) -> tuple[MetricCollection, MetricCollection]:
-    return MetricCollection({
-        "precision": BinaryPrecision(threshold=threshold),
-        "recall": BinaryRecall(threshold=threshold),
-        "f1": BinaryF1Score(threshold=threshold),
-        "specificity": BinarySpecificity(threshold=threshold),
-        "accuracy": BinaryAccuracy(threshold=threshold),
-        "auroc": BinaryAUROC(),
-    }), MetricCollection({
-        "precision_macro": MulticlassPrecision(num_labels, average="macro"),
-        "recall_macro": MulticlassRecall(num_labels, average="macro"),
-        "confusion": MulticlassConfusionMatrix(num_labels),
-    })
+    return MetricCollection(
+        {
+            "precision": BinaryPrecision(threshold=threshold),
+            "recall": BinaryRecall(threshold=threshold),
+            "f1": BinaryF1Score(threshold=threshold),
+            "specificity": BinarySpecificity(threshold=threshold),
+            "accuracy": BinaryAccuracy(threshold=threshold),
+            "auroc": BinaryAUROC(),
+        }
+    ), MetricCollection(
+        {
+            "precision_macro": MulticlassPrecision(num_labels, average="macro"),
+            "recall_macro": MulticlassRecall(num_labels, average="macro"),
+            "confusion": MulticlassConfusionMatrix(num_labels),
+        }
+    )
 
 
 class ClassificationTask(pl.LightningModule):
@@ -166,5 +170,10 @@ class ClassificationTask(pl.LightningModule):
         return {"index": batch["index"], "probability": p, "class_probabilities": probs}
 
     def configure_optimizers(self):
-        return configure_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory,
-                                    self.hparams.monitor, self.hparams.monitor_mode)
+        return configure_optimizers(
+            self.parameters(),
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.hparams.monitor,
+            self.hparams.monitor_mode,
+        )

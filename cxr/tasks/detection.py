@@ -77,7 +77,9 @@ class DetectionTask(pl.LightningModule):
         super().__init__()
         thresholds = tuple(float(t) for t in score_thresholds)
         if not thresholds or not all(0.0 <= t <= 1.0 for t in thresholds):
-            raise ValueError(f"score_thresholds must be a non-empty sequence in [0, 1], got {score_thresholds}")
+            raise ValueError(
+                f"score_thresholds must be a non-empty sequence in [0, 1], got {score_thresholds}"
+            )
         if min(box_cls_weight, box_reg_weight, global_cls_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         check_monitor_mode(monitor_mode)
@@ -91,18 +93,22 @@ class DetectionTask(pl.LightningModule):
         self.metrics = nn.ModuleDict({stage: self._stage_metrics() for stage in ("val", "test")})
 
     def _stage_metrics(self) -> nn.ModuleDict:
-        metrics = nn.ModuleDict({
-            "rsna": nn.ModuleList(RSNAMeanAP() for _ in self.thresholds),
-            "rsna_tuned": RSNAMeanAP(),
-            "coco": MeanAveragePrecision(box_format="xyxy", iou_type="bbox"),
-        })
+        metrics = nn.ModuleDict(
+            {
+                "rsna": nn.ModuleList(RSNAMeanAP() for _ in self.thresholds),
+                "rsna_tuned": RSNAMeanAP(),
+                "coco": MeanAveragePrecision(box_format="xyxy", iou_type="bbox"),
+            }
+        )
         n = self.num_global_classes
         if n > 0:
-            metrics["cls"] = MetricCollection({
-                "cls_precision": MulticlassPrecision(n, average="macro"),
-                "cls_recall": MulticlassRecall(n, average="macro"),
-                "cls_auroc": MulticlassAUROC(n, average="macro"),
-            })
+            metrics["cls"] = MetricCollection(
+                {
+                    "cls_precision": MulticlassPrecision(n, average="macro"),
+                    "cls_recall": MulticlassRecall(n, average="macro"),
+                    "cls_auroc": MulticlassAUROC(n, average="macro"),
+                }
+            )
         return metrics
 
     def forward(self, images: Tensor) -> dict:
@@ -116,8 +122,9 @@ class DetectionTask(pl.LightningModule):
             labelled = cls >= 0
             logits = out["global_logits"]
             # sum / count rather than mean: a batch without labels gives 0, not nan
-            losses["loss_global"] = (F.cross_entropy(logits[labelled], cls[labelled], reduction="sum")
-                                     / labelled.sum().clamp(min=1))
+            losses["loss_global"] = F.cross_entropy(
+                logits[labelled], cls[labelled], reduction="sum"
+            ) / labelled.sum().clamp(min=1)
             total = total + hp.global_cls_weight * losses["loss_global"]
         return {"loss": total, **losses}
 
@@ -126,7 +133,9 @@ class DetectionTask(pl.LightningModule):
         losses = self._losses(out, batch["cls"])
         bs = len(batch["image"])
         for name, value in losses.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=name == "loss", batch_size=bs)
+            self.log(
+                f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=name == "loss", batch_size=bs
+            )
         return losses["loss"]
 
     def _eval_step(self, batch: dict, stage: str) -> None:
@@ -141,8 +150,10 @@ class DetectionTask(pl.LightningModule):
             metric.update(_above(detections, thresh), targets)
         if stage == "test" and not torch.isnan(self.score_thresh):
             metrics["rsna_tuned"].update(_above(detections, float(self.score_thresh)), targets)
-        labelled = [{"boxes": b, "labels": torch.ones(len(b), dtype=torch.int64, device=b.device)}
-                    for b in batch["boxes"]]
+        labelled = [
+            {"boxes": b, "labels": torch.ones(len(b), dtype=torch.int64, device=b.device)}
+            for b in batch["boxes"]
+        ]
         metrics["coco"].update(detections, labelled)
         labelled = batch["cls"] >= 0
         if "cls" in metrics and labelled.any():
@@ -159,9 +170,15 @@ class DetectionTask(pl.LightningModule):
         else:
             values["test/rsna_map_oracle"] = scores[best]
             if torch.isnan(self.score_thresh):
-                log.warning("no validation-tuned score threshold (validation never ran); test/rsna_map "
-                            "uses the best threshold on test itself, %.2f", self.thresholds[best])
-                values["test/rsna_map"], values["test/rsna_score_thresh"] = scores[best], self.thresholds[best]
+                log.warning(
+                    "no validation-tuned score threshold (validation never ran); test/rsna_map "
+                    "uses the best threshold on test itself, %.2f",
+                    self.thresholds[best],
+                )
+                values["test/rsna_map"], values["test/rsna_score_thresh"] = (
+                    scores[best],
+                    self.thresholds[best],
+                )
             else:
                 values["test/rsna_map"] = float(metrics["rsna_tuned"].compute())
                 values["test/rsna_score_thresh"] = float(self.score_thresh)
@@ -197,15 +214,22 @@ class DetectionTask(pl.LightningModule):
         for i, det in enumerate(out["detections"]):
             orig_h, orig_w = (float(v) for v in batch["orig_size"][i])
             scale = det["boxes"].new_tensor([orig_w / in_w, orig_h / in_h, orig_w / in_w, orig_h / in_h])
-            results.append({
-                "patient_id": batch["patient_id"][i],
-                "index": int(batch["index"][i]),
-                "boxes": det["boxes"] * scale,
-                "scores": det["scores"],
-                "global_probs": None if probs is None else probs[i],
-            })
+            results.append(
+                {
+                    "patient_id": batch["patient_id"][i],
+                    "index": int(batch["index"][i]),
+                    "boxes": det["boxes"] * scale,
+                    "scores": det["scores"],
+                    "global_probs": None if probs is None else probs[i],
+                }
+            )
         return results
 
     def configure_optimizers(self):
-        return configure_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory,
-                                    self.hparams.monitor, self.hparams.monitor_mode)
+        return configure_optimizers(
+            self.parameters(),
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.hparams.monitor,
+            self.hparams.monitor_mode,
+        )

@@ -26,14 +26,21 @@ class ClassificationLoss(nn.Module):
         focal_gamma: focusing parameter of the focal loss.
     """
 
-    def __init__(self, name: str = "bce", num_classes: int = 1, class_weights: torch.Tensor | None = None,
-                 focal_gamma: float = 2.0) -> None:
+    def __init__(
+        self,
+        name: str = "bce",
+        num_classes: int = 1,
+        class_weights: torch.Tensor | None = None,
+        focal_gamma: float = 2.0,
+    ) -> None:
         super().__init__()
         if name not in LOSSES:
             raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
         if name == "bce" and num_classes != 1:
-            raise ValueError(f"loss 'bce' needs a model with num_classes=1 (one logit), got {num_classes}; "
-                             "use loss=ce for several classes")
+            raise ValueError(
+                f"loss 'bce' needs a model with num_classes=1 (one logit), got {num_classes}; "
+                "use loss=ce for several classes"
+            )
         if name == "ce" and num_classes < 2:
             raise ValueError("loss 'ce' needs num_classes >= 2; use loss=bce for one logit")
         self.name, self.num_classes, self.focal_gamma = name, num_classes, focal_gamma

@@ -47,7 +47,15 @@ def configure_optimizers(
     if _is_plateau(scheduler):
         declared = getattr(scheduler, "keywords", {}).get("mode", monitor_mode)
         if declared != monitor_mode:
-            raise ValueError(f"scheduler mode {declared!r} contradicts monitor_mode {monitor_mode!r} for {monitor}")
+            raise ValueError(
+                f"scheduler mode {declared!r} contradicts monitor_mode {monitor_mode!r} for {monitor}"
+            )
         extra["mode"] = monitor_mode
-    return {"optimizer": opt,
-            "lr_scheduler": {"scheduler": scheduler(optimizer=opt, **extra), "monitor": monitor, "interval": "epoch"}}
+    return {
+        "optimizer": opt,
+        "lr_scheduler": {
+            "scheduler": scheduler(optimizer=opt, **extra),
+            "monitor": monitor,
+            "interval": "epoch",
+        },
+    }

@@ -8,16 +8,20 @@ import pandas as pd
 import pytest
 
 
-def _variant(rsna_dir: Path, tmp_path: Path, labels: pd.DataFrame | None = None,
-             classes: pd.DataFrame | None = None) -> Path:
+def _variant(
+    rsna_dir: Path, tmp_path: Path, labels: pd.DataFrame | None = None, classes: pd.DataFrame | None = None
+) -> Path:
     """A copy of the session dataset with edited CSVs; image folders are symlinked, not copied."""
     root = tmp_path / "rsna"
     root.mkdir(parents=True)
     for sub in ("stage_2_train_images", "stage_2_test_images"):
         (root / sub).symlink_to(rsna_dir / sub, target_is_directory=True)
-    (labels if labels is not None else _csv(rsna_dir, "labels")).to_csv(root / "stage_2_train_labels.csv", index=False)
+    (labels if labels is not None else _csv(rsna_dir, "labels")).to_csv(
+        root / "stage_2_train_labels.csv", index=False
+    )
     (classes if classes is not None else _csv(rsna_dir, "classes")).to_csv(
-        root / "stage_2_detailed_class_info.csv", index=False)
+        root / "stage_2_detailed_class_info.csv", index=False
+    )
     return root
 
 

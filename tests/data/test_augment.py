@@ -49,8 +49,9 @@ def test_rotation_free_sets_have_no_rotation():
 
 
 def test_configured_values_are_really_in_effect():
-    noise = next(t for t in _augment("heavy", "augment.gauss_noise.std_range=[0.1,0.2]")
-                 if isinstance(t, A.GaussNoise))
+    noise = next(
+        t for t in _augment("heavy", "augment.gauss_noise.std_range=[0.1,0.2]") if isinstance(t, A.GaussNoise)
+    )
     assert tuple(noise.std_range) == (0.1, 0.2)
     rotate = next(t for t in _augment("light", "augment.rotate.limit=[-3,3]") if isinstance(t, A.Rotate))
     assert tuple(rotate.limit) == (-3, 3)
@@ -88,7 +89,15 @@ def test_rotation_by_zero_is_the_identity():
 def test_edge_points_are_at_thirds_of_each_edge():
     pts = edge_points(np.array([[0.0, 0.0, 3.0, 6.0]]))[0]
     assert {tuple(p) for p in pts.round(6).tolist()} == {
-        (1, 0), (1, 6), (0, 2), (3, 2), (2, 0), (2, 6), (0, 4), (3, 4)}
+        (1, 0),
+        (1, 6),
+        (0, 2),
+        (3, 2),
+        (2, 0),
+        (2, 6),
+        (0, 4),
+        (3, 4),
+    }
 
 
 def _rotation(angle: float, cx: float, cy: float) -> np.ndarray:
@@ -98,8 +107,13 @@ def _rotation(angle: float, cx: float, cy: float) -> np.ndarray:
 
 
 @settings(max_examples=300, deadline=None)
-@given(x1=st.floats(0, 400), y1=st.floats(0, 400), w=st.floats(1, 300), h=st.floats(1, 300),
-       angle=st.floats(-180, 180))
+@given(
+    x1=st.floats(0, 400),
+    y1=st.floats(0, 400),
+    w=st.floats(1, 300),
+    h=st.floats(1, 300),
+    angle=st.floats(-180, 180),
+)
 def test_eight_point_box_lies_inside_corner_box_and_keeps_the_centre(x1, y1, w, h, angle):
     box = np.array([[x1, y1, x1 + w, y1 + h]])
     m = _rotation(angle, 256.0, 256.0)
@@ -124,8 +138,10 @@ def test_augmentation_never_reaches_val_or_test(ped_cxr_dir, rsna_dir, tmp_path)
     from cxr.data.rsna import RSNADataModule
 
     heavy = _augment("heavy")
-    for dm in (PedChestXrayDataModule(ped_cxr_dir, image_size=32, augment=heavy, cache_dir=tmp_path),
-               RSNADataModule(rsna_dir, image_size=32, augment=heavy, cache_dir=tmp_path)):
+    for dm in (
+        PedChestXrayDataModule(ped_cxr_dir, image_size=32, augment=heavy, cache_dir=tmp_path),
+        RSNADataModule(rsna_dir, image_size=32, augment=heavy, cache_dir=tmp_path),
+    ):
         dm.setup("fit")
         dm.setup("test")
         assert dm.train_dataloader().dataset.transform.augment == heavy

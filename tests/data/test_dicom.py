@@ -22,8 +22,15 @@ MONO1 = SHARED / "monochrome1" / "RG3_J2KR.dcm"
 ABSENT = pytest.param(None, marks=pytest.mark.skip(reason=f"{SHARED} absent"))
 
 
-def _write(path: Path, pixels: np.ndarray | None, tsyntax=ExplicitVRLittleEndian, pixel_data: bytes | None = None,
-           photometric: str = "MONOCHROME2", bits_stored: int | None = None, **tags) -> Path:
+def _write(
+    path: Path,
+    pixels: np.ndarray | None,
+    tsyntax=ExplicitVRLittleEndian,
+    pixel_data: bytes | None = None,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    **tags,
+) -> Path:
     """A minimal valid secondary-capture file; ``pixels`` (H, W[, 3]) uint8/uint16 stored natively."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -61,6 +68,7 @@ def _minmax(a: np.ndarray) -> np.ndarray:
 
 # --- real files ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", CHEST or [ABSENT], ids=lambda p: p.name[-16:] if p else "absent")
 def test_real_chest_film_decodes_air_dark(path: Path) -> None:
     img = read_dicom(path)
@@ -70,17 +78,22 @@ def test_real_chest_film_decodes_air_dark(path: Path) -> None:
     # 8-bit MONOCHROME2 without window tags: exactly the min-max scaled stored values
     np.testing.assert_allclose(img, _minmax(raw), atol=1e-6)
     h, w = img.shape
-    centre = img[int(0.4 * h):int(0.6 * h), int(0.45 * w):int(0.55 * w)].mean()  # mediastinum
-    corners = (img[: h // 8, : w // 8].mean() + img[: h // 8, -w // 8:].mean()) / 2
-    lungs = (img[int(0.3 * h):int(0.5 * h), int(0.2 * w):int(0.35 * w)].mean()
-             + img[int(0.3 * h):int(0.5 * h), int(0.65 * w):int(0.8 * w)].mean()) / 2
+    centre = img[int(0.4 * h) : int(0.6 * h), int(0.45 * w) : int(0.55 * w)].mean()  # mediastinum
+    corners = (img[: h // 8, : w // 8].mean() + img[: h // 8, -w // 8 :].mean()) / 2
+    lungs = (
+        img[int(0.3 * h) : int(0.5 * h), int(0.2 * w) : int(0.35 * w)].mean()
+        + img[int(0.3 * h) : int(0.5 * h), int(0.65 * w) : int(0.8 * w)].mean()
+    ) / 2
     assert corners < centre and lungs < centre
 
 
 @pytest.mark.parametrize("path", [MONO1] if MONO1.is_file() else [ABSENT], ids=["RG3_J2KR"])
 def test_real_monochrome1_jpeg2000_is_windowed_and_inverted(path: Path) -> None:
     ds = pydicom.dcmread(path)
-    assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    assert (
+        ds.PhotometricInterpretation == "MONOCHROME1"
+        and ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    )
     img, raw = read_dicom(path), ds.pixel_array.astype(np.float64)
     assert img.dtype == np.float32 and img.shape == raw.shape == dicom_size(path) == (1760, 1760)
     assert np.corrcoef(img.ravel(), raw.ravel())[0, 1] < -0.99
@@ -88,12 +101,13 @@ def test_real_monochrome1_jpeg2000_is_windowed_and_inverted(path: Path) -> None:
     expected = 1 - np.clip((raw - 549.5) / 1023 + 0.5, 0, 1)
     np.testing.assert_allclose(img, expected, atol=1e-5)
     h, w = img.shape
-    air = img[int(0.05 * h):int(0.3 * h), int(0.28 * w):int(0.33 * w)].mean()  # beside the leg
-    bone = img[int(0.05 * h):int(0.3 * h), int(0.46 * w):int(0.52 * w)].mean()  # tibial shaft
+    air = img[int(0.05 * h) : int(0.3 * h), int(0.28 * w) : int(0.33 * w)].mean()  # beside the leg
+    bone = img[int(0.05 * h) : int(0.3 * h), int(0.46 * w) : int(0.52 * w)].mean()  # tibial shaft
     assert air < 0.2 < 0.6 < bone
 
 
 # --- hand-made files ----------------------------------------------------------------------------
+
 
 def test_16bit_with_12_bits_stored_ignores_high_bits(tmp_path: Path) -> None:
     stored = np.array([[100, 4000], [2000, 50]], np.uint16)
@@ -112,8 +126,17 @@ def test_monochrome1_is_inverted(tmp_path: Path) -> None:
 def test_rescale_then_window(tmp_path: Path) -> None:
     # stored 0..1000 → HU -1000..1000; window centre 0, width 1000 (LINEAR: c - 0.5, w - 1)
     stored = np.array([[0, 250], [500, 1000]], np.uint16)
-    img = read_dicom(_write(tmp_path / "ct.dcm", stored, bits_stored=12, RescaleSlope=2, RescaleIntercept=-1000,
-                            WindowCenter=0, WindowWidth=1000))
+    img = read_dicom(
+        _write(
+            tmp_path / "ct.dcm",
+            stored,
+            bits_stored=12,
+            RescaleSlope=2,
+            RescaleIntercept=-1000,
+            WindowCenter=0,
+            WindowWidth=1000,
+        )
+    )
     hu = stored * 2.0 - 1000
     np.testing.assert_allclose(img, np.clip((hu + 0.5) / 999 + 0.5, 0, 1), atol=1e-6)
     assert img[0, 0] == 0 and img[1, 1] == 1 and img[1, 0] == pytest.approx(0.5005, abs=1e-4)
@@ -163,16 +186,26 @@ def test_not_a_dicom(tmp_path: Path) -> None:
 
 
 def test_transfer_syntax_that_lies_about_the_data(tmp_path: Path) -> None:
-    path = _write(tmp_path / "liar.dcm", np.zeros((8, 8), np.uint8), tsyntax=JPEGBaseline8Bit,
-                  pixel_data=encapsulate([b"\x00" * 64]))
+    path = _write(
+        tmp_path / "liar.dcm",
+        np.zeros((8, 8), np.uint8),
+        tsyntax=JPEGBaseline8Bit,
+        pixel_data=encapsulate([b"\x00" * 64]),
+    )
     with pytest.raises(DicomReadError, match=r"liar\.dcm.*JPEG Baseline"):
         read_dicom(path)
 
 
 def test_transfer_syntax_without_any_decoder(tmp_path: Path) -> None:
-    path = _write(tmp_path / "video.dcm", np.zeros((8, 8), np.uint8), tsyntax="1.2.840.10008.1.2.4.100",
-                  pixel_data=encapsulate([b"\x00" * 64]))  # MPEG2 video: pydicom has no decoder at all
-    with pytest.raises(DicomReadError, match=r"video\.dcm.*MPEG2.*1\.2\.840\.10008\.1\.2\.4\.100.*not supported"):
+    path = _write(
+        tmp_path / "video.dcm",
+        np.zeros((8, 8), np.uint8),
+        tsyntax="1.2.840.10008.1.2.4.100",
+        pixel_data=encapsulate([b"\x00" * 64]),
+    )  # MPEG2 video: pydicom has no decoder at all
+    with pytest.raises(
+        DicomReadError, match=r"video\.dcm.*MPEG2.*1\.2\.840\.10008\.1\.2\.4\.100.*not supported"
+    ):
         read_dicom(path)
 
 
@@ -180,9 +213,14 @@ def test_missing_decoder_names_the_package(tmp_path: Path, monkeypatch: pytest.M
     image = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=95)
-    path = _write(tmp_path / "jpeg.dcm", image, tsyntax=JPEGBaseline8Bit, pixel_data=encapsulate([buf.getvalue()]))
+    path = _write(
+        tmp_path / "jpeg.dcm", image, tsyntax=JPEGBaseline8Bit, pixel_data=encapsulate([buf.getvalue()])
+    )
     assert np.abs(read_dicom(path) - _minmax(image)).max() < 0.05  # decodes while plugins exist
     monkeypatch.setattr(get_decoder(JPEGBaseline8Bit), "_available", {})  # as if pillow/pylibjpeg were absent
-    with pytest.raises(DicomReadError, match=r"jpeg\.dcm.*JPEG Baseline.*1\.2\.840\.10008\.1\.2\.4\.50.*"
-                                             r"pillow.*pylibjpeg-libjpeg"):
+    with pytest.raises(
+        DicomReadError,
+        match=r"jpeg\.dcm.*JPEG Baseline.*1\.2\.840\.10008\.1\.2\.4\.50.*"
+        r"pillow.*pylibjpeg-libjpeg",
+    ):
         read_dicom(path)

@@ -60,7 +60,9 @@ def test_augmentation_only_on_train(ped_cxr_dir, tmp_path):
         path = dm.splits[split][sample["index"][0]]
         expected = resize_square(read_image(path, size_hint=32), 32).astype(np.float32) / 255
         expected = expected[:, ::-1] if flipped else expected
-        np.testing.assert_allclose((sample["image"][0, 0] * DEFAULT_STD + DEFAULT_MEAN).numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(
+            (sample["image"][0, 0] * DEFAULT_STD + DEFAULT_MEAN).numpy(), expected, atol=1e-5
+        )
 
 
 def test_patient_split_is_disjoint_stratified_and_leaves_test_alone(ped_cxr_dir, tmp_path):
@@ -84,7 +86,10 @@ def test_split_depends_on_seed_not_on_listing_order(ped_cxr_dir, tmp_path, monke
     rng = np.random.default_rng(0)
 
     def shuffled(*args, **kwargs):
-        return {s: [files[i] for i in rng.permutation(len(files))] for s, files in real_find(*args, **kwargs).items()}
+        return {
+            s: [files[i] for i in rng.permutation(len(files))]
+            for s, files in real_find(*args, **kwargs).items()
+        }
 
     monkeypatch.setattr(ped, "find_images", shuffled)
     again = make_dm(ped_cxr_dir, tmp_path).splits
@@ -95,7 +100,8 @@ def test_official_split_uses_the_val_folder(ped_cxr_dir, own_copy, tmp_path):
     dm = make_dm(ped_cxr_dir, tmp_path, split="official")
     for split in ("train", "val", "test"):
         assert dm.splits[split] == sorted((ped_cxr_dir / split / "NORMAL").glob("*.jpeg")) + sorted(
-            (ped_cxr_dir / split / "PNEUMONIA").glob("*.jpeg"))
+            (ped_cxr_dir / split / "PNEUMONIA").glob("*.jpeg")
+        )
     shutil.rmtree(own_copy / "val")
     with pytest.raises(FileNotFoundError, match=r"(?s)val/NORMAL.*expected layout"):
         make_dm(own_copy, tmp_path, split="official")
@@ -196,7 +202,8 @@ def test_non_image_files_are_ignored(ped_cxr_dir, own_copy, tmp_path):
     (own_copy / "train" / "PNEUMONIA" / ".DS_Store").write_bytes(b"\0\1")
     (own_copy / "test" / "NORMAL" / "._IM-0001-0001.jpeg").write_bytes(b"\0\1")  # macOS resource fork
     assert {s: len(f) for s, f in make_dm(own_copy, tmp_path).splits.items()} == {
-        s: len(f) for s, f in make_dm(ped_cxr_dir, tmp_path).splits.items()}
+        s: len(f) for s, f in make_dm(ped_cxr_dir, tmp_path).splits.items()
+    }
 
 
 def test_arguments_are_checked_and_data_needs_setup(ped_cxr_dir):

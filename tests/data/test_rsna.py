@@ -31,6 +31,7 @@ def _xyxy(rows: pd.DataFrame) -> np.ndarray:
 
 # --- batches ------------------------------------------------------------------------------------
 
+
 def test_batches_follow_the_detection_contract(rsna_csv, rsna_dir: Path, tmp_path: Path) -> None:
     dm = _dm(rsna_dir, tmp_path)
     dm.setup("fit")
@@ -66,7 +67,9 @@ def test_predict_uses_unlabelled_test_images(rsna_dir: Path, tmp_path: Path) -> 
     dm = _dm(rsna_dir, tmp_path)
     dm.setup("predict")
     (batch,) = list(dm.predict_dataloader())
-    assert sorted(batch["patient_id"]) == sorted(p.stem for p in (rsna_dir / "stage_2_test_images").glob("*.dcm"))
+    assert sorted(batch["patient_id"]) == sorted(
+        p.stem for p in (rsna_dir / "stage_2_test_images").glob("*.dcm")
+    )
     assert (batch["cls"] == -1).all() and all(b.shape == (0, 4) for b in batch["boxes"])
 
 
@@ -91,10 +94,15 @@ def test_dataset_pickles_without_the_pixels(rsna_dir: Path, tmp_path: Path) -> N
 
 # --- folds --------------------------------------------------------------------------------------
 
-def test_datamodule_folds_partition_patients_and_ignore_csv_order(rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path) -> None:
+
+def test_datamodule_folds_partition_patients_and_ignore_csv_order(
+    rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path
+) -> None:
     dms = [_dm(rsna_dir, tmp_path, fold=k) for k in range(4)]
     vals = [set(dm.val_patients) for dm in dms]
-    assert sum(len(v) for v in vals) == 24 and set().union(*vals) == set(rsna_csv(rsna_dir, "labels")["patientId"])
+    assert sum(len(v) for v in vals) == 24 and set().union(*vals) == set(
+        rsna_csv(rsna_dir, "labels")["patientId"]
+    )
     assert all(dm.folds["cls"].tolist().count(2) == 5 for dm in dms[:1])
     positives_per_fold = dms[0].folds.groupby("fold")["cls"].apply(lambda c: int((c == 2).sum()))
     assert positives_per_fold.min() >= 1  # 5 positives over 4 folds: every fold gets one
@@ -102,7 +110,9 @@ def test_datamodule_folds_partition_patients_and_ignore_csv_order(rsna_csv, rsna
     order = np.random.default_rng(1).permutation(len(labels))
     shuffled = rsna_variant(rsna_dir, tmp_path, labels.iloc[order], classes.iloc[order])
     theirs = _dm(shuffled, tmp_path).folds
-    pd.testing.assert_series_equal(theirs.set_index("patientId")["fold"], dms[0].folds.set_index("patientId")["fold"])
+    pd.testing.assert_series_equal(
+        theirs.set_index("patientId")["fold"], dms[0].folds.set_index("patientId")["fold"]
+    )
     dms[1].setup("fit")
     train_ids = {dms[1].train_set[i]["patient_id"] for i in range(len(dms[1].train_set))}
     assert not train_ids & vals[1] and len(train_ids | vals[1]) == 24
@@ -110,15 +120,22 @@ def test_datamodule_folds_partition_patients_and_ignore_csv_order(rsna_csv, rsna
 
 # --- bad input ----------------------------------------------------------------------------------
 
-def test_boxes_outside_the_image_clipped_or_dropped(rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path, caplog) -> None:
+
+def test_boxes_outside_the_image_clipped_or_dropped(
+    rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path, caplog
+) -> None:
     labels = rsna_csv(rsna_dir, "labels")
     i = labels.index[labels["Target"] == 1][0]
     pid = labels.loc[i, "patientId"]
     labels.loc[i, ["x", "width"]] = [-10.0, 50.0]  # partly outside: x1 clipped to 0
     outside = labels.loc[[i]].assign(x=300.0, y=10.0)  # right of the 256 px image
     classes = rsna_csv(rsna_dir, "classes")
-    dm = _dm(rsna_variant(rsna_dir, tmp_path, pd.concat([labels, outside]), pd.concat([classes, classes.loc[[i]]])),
-             tmp_path)
+    dm = _dm(
+        rsna_variant(
+            rsna_dir, tmp_path, pd.concat([labels, outside]), pd.concat([classes, classes.loc[[i]]])
+        ),
+        tmp_path,
+    )
     with caplog.at_level(logging.WARNING, logger="cxr.data.rsna_labels"):
         dm.setup("fit")
     assert "clipped 1 box(es) partly outside their image, dropped 1 entirely outside" in caplog.text
@@ -126,17 +143,35 @@ def test_boxes_outside_the_image_clipped_or_dropped(rsna_csv, rsna_variant, rsna
     sample = next(ds[j] for j in range(len(ds)) if ds[j]["patient_id"] == pid)
     expected = _xyxy(labels[(labels["patientId"] == pid) & (labels["Target"] == 1)])
     expected[:, [0, 2]] = expected[:, [0, 2]].clip(0, 256)
-    np.testing.assert_allclose(to_original(sample["boxes"], sample["orig_size"], S).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(
+        to_original(sample["boxes"], sample["orig_size"], S).numpy(), expected, atol=1e-4
+    )
 
 
-def test_listed_but_missing_or_undecodable_image(rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path) -> None:
+def test_listed_but_missing_or_undecodable_image(
+    rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path
+) -> None:
     labels, classes = rsna_csv(rsna_dir, "labels"), rsna_csv(rsna_dir, "classes")
-    ghost = pd.DataFrame({"patientId": ["ghost-0001"], "x": [np.nan], "y": [np.nan], "width": [np.nan],
-                          "height": [np.nan], "Target": [0]})
-    root = rsna_variant(rsna_dir, tmp_path, pd.concat([labels, ghost]),
-                    pd.concat([classes, pd.DataFrame({"patientId": ["ghost-0001"], "class": [CLASS_NAMES[0]]})]))
+    ghost = pd.DataFrame(
+        {
+            "patientId": ["ghost-0001"],
+            "x": [np.nan],
+            "y": [np.nan],
+            "width": [np.nan],
+            "height": [np.nan],
+            "Target": [0],
+        }
+    )
+    root = rsna_variant(
+        rsna_dir,
+        tmp_path,
+        pd.concat([labels, ghost]),
+        pd.concat([classes, pd.DataFrame({"patientId": ["ghost-0001"], "class": [CLASS_NAMES[0]]})]),
+    )
     # default mode leaves the missing file out (tests/reliability); strict=True makes it an error naming it
-    with pytest.raises(DicomReadError, match=r"1 of 25 image\(s\) listed in .*\(strict=True\): .*ghost-0001\.dcm"):
+    with pytest.raises(
+        DicomReadError, match=r"1 of 25 image\(s\) listed in .*\(strict=True\): .*ghost-0001\.dcm"
+    ):
         _dm(root, tmp_path, strict=True).setup("fit")
     images = tmp_path / "images"
     images.mkdir()
@@ -145,7 +180,10 @@ def test_listed_but_missing_or_undecodable_image(rsna_csv, rsna_variant, rsna_di
     (images / "ghost-0001.dcm").write_bytes(b"not a dicom at all")
     (root / "stage_2_train_images").unlink()
     (root / "stage_2_train_images").symlink_to(images, target_is_directory=True)
-    with pytest.raises(DicomReadError, match=r"1 of 25 image\(s\) listed in .*\(strict=True\): .*ghost-0001\.dcm.*not a DICOM"):
+    with pytest.raises(
+        DicomReadError,
+        match=r"1 of 25 image\(s\) listed in .*\(strict=True\): .*ghost-0001\.dcm.*not a DICOM",
+    ):
         _dm(root, tmp_path, strict=True).setup("fit")
 
 

@@ -14,6 +14,7 @@ from cxr.data.rsna_labels import assign_folds, read_annotations
 
 # --- folds --------------------------------------------------------------------------------------
 
+
 def test_folds_are_stratified_deterministic_and_order_free() -> None:
     rng = np.random.default_rng(0)
     ids = np.array([str(uuid.UUID(bytes=rng.bytes(16))) for _ in range(400)])
@@ -30,8 +31,11 @@ def test_folds_are_stratified_deterministic_and_order_free() -> None:
 
 # --- bad input ----------------------------------------------------------------------------------
 
+
 def test_missing_columns_named(rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path) -> None:
-    root = rsna_variant(rsna_dir, tmp_path, labels=rsna_csv(rsna_dir, "labels").drop(columns=["width", "Target"]))
+    root = rsna_variant(
+        rsna_dir, tmp_path, labels=rsna_csv(rsna_dir, "labels").drop(columns=["width", "Target"])
+    )
     with pytest.raises(ValueError, match=r"stage_2_train_labels\.csv.*\['width', 'Target'\].*expected"):
         read_annotations(root)
 
@@ -41,7 +45,9 @@ def test_extra_columns_ignored(rsna_csv, rsna_variant, rsna_dir: Path, tmp_path:
     assert len(read_annotations(root)) == 24
 
 
-def test_duplicates_nan_and_nonpositive_boxes(rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path, caplog) -> None:
+def test_duplicates_nan_and_nonpositive_boxes(
+    rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path, caplog
+) -> None:
     labels = rsna_csv(rsna_dir, "labels")
     pos = labels[labels["Target"] == 1]
     counts = pos["patientId"].value_counts()
@@ -51,11 +57,15 @@ def test_duplicates_nan_and_nonpositive_boxes(rsna_csv, rsna_variant, rsna_dir: 
     labels.loc[pos.index[pos["patientId"] == single][0], "width"] = -5  # its only box: image dropped
     neg = labels[labels["Target"] == 0].iloc[[0]]
     classes = rsna_csv(rsna_dir, "classes")
-    root = rsna_variant(rsna_dir, tmp_path, pd.concat([labels, neg]), pd.concat([classes, classes.iloc[[neg.index[0]]]]))
+    root = rsna_variant(
+        rsna_dir, tmp_path, pd.concat([labels, neg]), pd.concat([classes, classes.iloc[[neg.index[0]]]])
+    )
     with caplog.at_level(logging.WARNING, logger="cxr.data.rsna_labels"):
         table = read_annotations(root)
     text = caplog.text
-    assert "dropped 1 duplicate row(s)" in text and "dropped 1 Target=1 row(s) with a missing (NaN) box" in text
+    assert (
+        "dropped 1 duplicate row(s)" in text and "dropped 1 Target=1 row(s) with a missing (NaN) box" in text
+    )
     assert "dropped 1 box(es) with width or height <= 0" in text and "dropped 1 image(s)" in text
     assert len(table) == 23 and single not in set(table["patientId"])
     kept = table.set_index("patientId").loc[multi, "boxes"]
@@ -64,11 +74,17 @@ def test_duplicates_nan_and_nonpositive_boxes(rsna_csv, rsna_variant, rsna_dir: 
         read_annotations(root, strict=True)
 
 
-def test_unknown_patient_ids_both_ways(rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path, caplog) -> None:
+def test_unknown_patient_ids_both_ways(
+    rsna_csv, rsna_variant, rsna_dir: Path, tmp_path: Path, caplog
+) -> None:
     labels, classes = rsna_csv(rsna_dir, "labels"), rsna_csv(rsna_dir, "classes")
     positive = labels.loc[labels["Target"] == 1, "patientId"].iloc[0]
-    classes = pd.concat([classes[classes["patientId"] != positive],
-                         pd.DataFrame({"patientId": ["ghost"], "class": ["Normal"]})])
+    classes = pd.concat(
+        [
+            classes[classes["patientId"] != positive],
+            pd.DataFrame({"patientId": ["ghost"], "class": ["Normal"]}),
+        ]
+    )
     with caplog.at_level(logging.WARNING, logger="cxr.data.rsna_labels"):
         table = read_annotations(rsna_variant(rsna_dir, tmp_path, labels, classes))
     assert "ignored 1 patient id(s) absent from" in caplog.text

@@ -46,8 +46,11 @@ def test_mixed_group_follows_its_majority_stratum():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 15)), min_size=2, max_size=60),
-       st.integers(0, 2**16), st.floats(0.05, 0.6))
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 15)), min_size=2, max_size=60),
+    st.integers(0, 2**16),
+    st.floats(0.05, 0.6),
+)
 def test_split_is_a_partition_independent_of_order(samples, seed, fraction):
     strata = [s for s, _ in samples]
     groups = [f"g{g}" for _, g in samples]
@@ -69,7 +72,9 @@ def test_split_rejects_bad_arguments():
 def test_inverse_frequency_weights_by_hand():
     torch.testing.assert_close(inverse_frequency_weights([10, 30]), torch.tensor([1.5, 0.5]))
     # 1/n = (1, 1/2, 1/4), mean 7/12 -> (12/7, 6/7, 3/7)
-    torch.testing.assert_close(inverse_frequency_weights(torch.tensor([1, 2, 4])), torch.tensor([12, 6, 3]) / 7)
+    torch.testing.assert_close(
+        inverse_frequency_weights(torch.tensor([1, 2, 4])), torch.tensor([12, 6, 3]) / 7
+    )
     with pytest.raises(ValueError, match=r"classes \[1\]"):
         inverse_frequency_weights([5, 0])
 

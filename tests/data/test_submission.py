@@ -13,8 +13,10 @@ from cxr.data.submission import read_submission, write_submission
 
 def test_submission_round_trip(tmp_path: Path) -> None:
     preds = {
-        "a": {"boxes": torch.tensor([[10.0, 20.0, 40.0, 60.0], [100.5, 0.0, 300.25, 512.0]]),
-              "scores": torch.tensor([0.3, 0.9])},
+        "a": {
+            "boxes": torch.tensor([[10.0, 20.0, 40.0, 60.0], [100.5, 0.0, 300.25, 512.0]]),
+            "scores": torch.tensor([0.3, 0.9]),
+        },
         "b": {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)},
     }
     path = write_submission(preds, tmp_path / "sub.csv")

@@ -10,12 +10,27 @@ import pytest
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(ped_cxr_dir, tmp_path):
-    cmd = [sys.executable, "-m", "cxr.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-           "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-           "+trainer.limit_test_batches=1", "trainer.enable_progress_bar=false", "model=depthwise_cnn",
-           f"datamodule.data_dir={ped_cxr_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
-           "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}",
-           f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxr.train",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=1",
+        "trainer.enable_progress_bar=false",
+        "model=depthwise_cnn",
+        f"datamodule.data_dir={ped_cxr_dir}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     # a hung process group must fail the test, not CI: hard timeout
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

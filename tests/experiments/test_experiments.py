@@ -15,15 +15,27 @@ from cxr.tables import TABLES
 from cxr.train import run
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
-DETECTION = {"gabruseva2020_augment", "gabruseva2020_encoders", "gabruseva2020_multitask", "optuna_gabruseva2020"}
+DETECTION = {
+    "gabruseva2020_augment",
+    "gabruseva2020_encoders",
+    "gabruseva2020_multitask",
+    "optuna_gabruseva2020",
+}
 
 
 def _smoke(experiment, data_dir, tmp_path, *extra):
     """The experiment with the smoke profile's overrides for its task, on a test fixture, one batch."""
     task = "detection" if experiment in DETECTION else "classification"
-    return merge_overrides([f"experiment={experiment}"], getattr(PROFILES["smoke"], task),
-                           [f"datamodule.data_dir={data_dir}", f"datamodule.cache_dir={tmp_path / 'cache'}",
-                            "trainer=debug", *extra])
+    return merge_overrides(
+        [f"experiment={experiment}"],
+        getattr(PROFILES["smoke"], task),
+        [
+            f"datamodule.data_dir={data_dir}",
+            f"datamodule.cache_dir={tmp_path / 'cache'}",
+            "trainer=debug",
+            *extra,
+        ],
+    )
 
 
 def test_every_table_has_its_experiment_and_every_experiment_is_known():
@@ -65,8 +77,9 @@ def test_slurm_launcher_composes():
     assert plain.hydra.launcher._target_.endswith("SlurmLauncher")
 
 
-@pytest.mark.parametrize(("experiment", "direction"), [("optuna_go2020", "minimize"),
-                                                       ("optuna_gabruseva2020", "maximize")])
+@pytest.mark.parametrize(
+    ("experiment", "direction"), [("optuna_go2020", "minimize"), ("optuna_gabruseva2020", "maximize")]
+)
 def test_optuna_sweeper_composes_with_the_monitored_direction(experiment, direction):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     cfg = compose([f"experiment={experiment}"])
@@ -80,11 +93,25 @@ def test_optuna_sweeper_composes_with_the_monitored_direction(experiment, direct
 def test_optuna_search_runs_trials_and_reports_the_best(ped_cxr_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     # no task.optimizer.lr / datamodule.batch_size here: a command-line value pins a searched parameter
-    overrides = ["experiment=optuna_go2020", f"datamodule.data_dir={ped_cxr_dir}", "datamodule.image_size=32",
-                 "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=debug",
-                 "trainer.enable_progress_bar=false"]
-    cmd = [sys.executable, "-m", "cxr.train", "-m", *overrides, "hydra.sweeper.n_trials=2",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path / 'logs'}"]
+    overrides = [
+        "experiment=optuna_go2020",
+        f"datamodule.data_dir={ped_cxr_dir}",
+        "datamodule.image_size=32",
+        "datamodule.num_workers=0",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "trainer=debug",
+        "trainer.enable_progress_bar=false",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxr.train",
+        "-m",
+        *overrides,
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -18,9 +18,16 @@ from cxr.train import run
 
 
 def _tiny(data_dir, tmp_path, *extra):
-    return [f"datamodule.data_dir={data_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
-            "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=debug",
-            "trainer.enable_progress_bar=false", *extra]
+    return [
+        f"datamodule.data_dir={data_dir}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "trainer=debug",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]
 
 
 def test_merge_overrides_keeps_the_last_value_per_key():
@@ -28,12 +35,24 @@ def test_merge_overrides_keeps_the_last_value_per_key():
 
 
 def test_sweeps_group_rows_by_key_and_sweep_the_replicates():
-    table = Table(name="t", title="T", experiment="gabruseva2020_multitask", task="detection",
-                  metrics=(Metric("x", "x"),),
-                  rows=(Row("no head", ("model.global_head=false",)), Row("d0", ("model.global_dropout=0.0",)),
-                        Row("d5", ("model.global_dropout=0.5",)), Row("both", ("a=1", "b=2"))))
-    jobs = [Job("t", r.label, ("experiment=x", "model.global_dropout=0.9"), r.overrides, str(f))
-            for r in table.rows for f in (0, 1)]
+    table = Table(
+        name="t",
+        title="T",
+        experiment="gabruseva2020_multitask",
+        task="detection",
+        metrics=(Metric("x", "x"),),
+        rows=(
+            Row("no head", ("model.global_head=false",)),
+            Row("d0", ("model.global_dropout=0.0",)),
+            Row("d5", ("model.global_dropout=0.5",)),
+            Row("both", ("a=1", "b=2")),
+        ),
+    )
+    jobs = [
+        Job("t", r.label, ("experiment=x", "model.global_dropout=0.9"), r.overrides, str(f))
+        for r in table.rows
+        for f in (0, 1)
+    ]
     commands = sweep_commands(table, jobs)
     assert commands == [
         ["experiment=x", "model.global_dropout=0.9", "model.global_head=false", "datamodule.fold=0,1"],
@@ -56,17 +75,35 @@ def test_plan_shares_rows_that_two_tables_have_in_common(tmp_path):
 def test_every_encoder_named_by_a_table_or_profile_exists_in_timm():
     import timm
 
-    names = {o.partition("=")[2] for t in TABLES for r in t.rows for o in r.overrides if o.startswith("model.encoder=")}
+    names = {
+        o.partition("=")[2]
+        for t in TABLES
+        for r in t.rows
+        for o in r.overrides
+        if o.startswith("model.encoder=")
+    }
     names |= {v for p in PROFILES.values() for v in p.encoders.values()}
-    names |= {o.partition("=")[2] for p in PROFILES.values() for o in p.detection if o.startswith("model.encoder=")}
+    names |= {
+        o.partition("=")[2] for p in PROFILES.values() for o in p.detection if o.startswith("model.encoder=")
+    }
     assert names and all(timm.is_model(n) for n in names), sorted(n for n in names if not timm.is_model(n))
 
 
 @pytest.mark.slow
 def test_multirun_names_job_folders_by_run_id_and_a_rerun_skips_them(ped_cxr_dir, tmp_path):
     overrides = _tiny(ped_cxr_dir, tmp_path, "model=depthwise_cnn")
-    cmd = [sys.executable, "-m", "cxr.train", "-m", *overrides, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'runs'}",
-           "hydra.sweep.subdir=${cxr_run_id:}", "++skip_finished=true", f"paths.log_dir={tmp_path / 'logs'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxr.train",
+        "-m",
+        *overrides,
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp_path / 'runs'}",
+        "hydra.sweep.subdir=${cxr_run_id:}",
+        "++skip_finished=true",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -82,13 +119,32 @@ def test_multirun_names_job_folders_by_run_id_and_a_rerun_skips_them(ped_cxr_dir
     assert json.loads(next(iter(stamps)).read_text())["params"] > 0
 
 
-TINY = dict(description="tiny test profile", seeds=(0,), folds=(0,), synthetic=None,
-            classification=("trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
-                            "datamodule.image_size=32", "datamodule.batch_size=8", "datamodule.num_workers=0",
-                            "trainer.enable_progress_bar=false"),
-            detection=("trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
-                       "datamodule.image_size=64", "datamodule.batch_size=4", "datamodule.num_workers=0",
-                       "model.encoder=resnet18", "model.fpn_channels=16", "trainer.enable_progress_bar=false"))
+TINY = dict(
+    description="tiny test profile",
+    seeds=(0,),
+    folds=(0,),
+    synthetic=None,
+    classification=(
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        "trainer.enable_progress_bar=false",
+    ),
+    detection=(
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "datamodule.image_size=64",
+        "datamodule.batch_size=4",
+        "datamodule.num_workers=0",
+        "model.encoder=resnet18",
+        "model.fpn_channels=16",
+        "trainer.enable_progress_bar=false",
+    ),
+)
 
 
 @pytest.mark.slow
@@ -97,14 +153,26 @@ def test_reproduce_end_to_end_then_a_rerun_launches_nothing(ped_cxr_dir, tmp_pat
     from cxr.reproduce.profiles import Profile
 
     monkeypatch.setitem(PROFILES, "tiny", Profile(name="tiny", **TINY))
-    args = ["--profile", "tiny", "--tables", "go2020_table2", "--data-root", str(ped_cxr_dir.parent),
-            "--out", str(tmp_path / "out")]
+    args = [
+        "--profile",
+        "tiny",
+        "--tables",
+        "go2020_table2",
+        "--data-root",
+        str(ped_cxr_dir.parent),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     main(args)
     first = capsys.readouterr().out
     assert "2 new" in first and "sweep done" in first
     out = tmp_path / "out"
     table = (out / "go2020_table2.md").read_text()
-    assert "| without DA | 1/1 |" in table and "| with DA (paper_da) | 1/1 |" in table and "tiny test profile" in table
+    assert (
+        "| without DA | 1/1 |" in table
+        and "| with DA (paper_da) | 1/1 |" in table
+        and "tiny test profile" in table
+    )
     assert (out / "go2020_table2_curves.png").is_file() and (out / "tables.md").is_file()
     index = (out / "index.csv").read_text().splitlines()
     assert len(index) == 3 and all(line.endswith(",finished") for line in index[1:])
@@ -121,9 +189,15 @@ def test_postprocess_sweep_scores_single_model_and_ensemble_with_and_without_shr
 
     jobs = []
     for row in ("none", "light"):
-        overrides = merge_overrides(["experiment=gabruseva2020_augment", f"augment={row}",
-                                     f"datamodule.data_dir={rsna_dir}", f"datamodule.cache_dir={tmp_path / 'c'}"],
-                                    TINY["detection"])
+        overrides = merge_overrides(
+            [
+                "experiment=gabruseva2020_augment",
+                f"augment={row}",
+                f"datamodule.data_dir={rsna_dir}",
+                f"datamodule.cache_dir={tmp_path / 'c'}",
+            ],
+            TINY["detection"],
+        )
         job = Job("t", row, tuple(overrides), (), "0", run_id=f"run_{row}")
         run(compose(overrides, output_dir=tmp_path / "runs" / job.run_id))
         jobs.append(job)

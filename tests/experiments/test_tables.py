@@ -20,11 +20,19 @@ from cxr.tables import (
     write_table,
 )
 
-TABLE = Table(name="t", title="T", experiment="go2020_table2", task="classification",
-              metrics=(Metric("test/recall_macro", "recall (%)", scale=100.0, digits=1), Metric("params", "params")),
-              rows=(Row("a", ("augment=none",), (97.0,)), Row("b", ("augment=paper_da",), (93.0,)),
-                    Row("c", ("augment=light",), (None,))),
-              paper_columns=("paper recall (%)",))
+TABLE = Table(
+    name="t",
+    title="T",
+    experiment="go2020_table2",
+    task="classification",
+    metrics=(Metric("test/recall_macro", "recall (%)", scale=100.0, digits=1), Metric("params", "params")),
+    rows=(
+        Row("a", ("augment=none",), (97.0,)),
+        Row("b", ("augment=paper_da",), (93.0,)),
+        Row("c", ("augment=light",), (None,)),
+    ),
+    paper_columns=("paper recall (%)",),
+)
 
 
 def _run(folder, **metrics):
@@ -42,16 +50,22 @@ def test_mean_and_sample_std_by_hand():
 
 def test_rows_aggregate_replicates_and_missing_runs_are_gaps(tmp_path):
     runs = {
-        "a": [_run(tmp_path / "a0", **{"test/recall_macro": 0.8, "params": 10}),
-              _run(tmp_path / "a1", **{"test/recall_macro": 0.9, "params": 10})],
-        "b": [_run(tmp_path / "b0", **{"test/recall_macro": 0.5, "params": 10}), tmp_path / "never_ran", None],
+        "a": [
+            _run(tmp_path / "a0", **{"test/recall_macro": 0.8, "params": 10}),
+            _run(tmp_path / "a1", **{"test/recall_macro": 0.9, "params": 10}),
+        ],
+        "b": [
+            _run(tmp_path / "b0", **{"test/recall_macro": 0.5, "params": 10}),
+            tmp_path / "never_ran",
+            None,
+        ],
         "c": [tmp_path / "missing0", tmp_path / "missing1"],
     }
     numbers, shown = build_table(TABLE, runs)
     assert list(shown["runs"]) == ["2/2", "1/3", "0/2"]
     assert shown.loc[0, "recall (%)"] == f"85.0 ± {100 * math.sqrt(0.005):.1f}"  # std of 80, 90 = 7.07
-    assert shown.loc[1, "recall (%)"] == "50.0"                                  # one run: no std
-    assert shown.loc[2, "recall (%)"] == GAP and shown.loc[2, "params"] == GAP    # a gap, not a crash
+    assert shown.loc[1, "recall (%)"] == "50.0"  # one run: no std
+    assert shown.loc[2, "recall (%)"] == GAP and shown.loc[2, "params"] == GAP  # a gap, not a crash
     assert list(shown["paper recall (%)"]) == ["97", "93", GAP]
     assert numbers.loc[0, "test/recall_macro mean"] == pytest.approx(85.0)
     assert numbers.loc[0, "test/recall_macro std"] == pytest.approx(100 * math.sqrt(0.005))
@@ -76,14 +90,21 @@ def test_unreadable_metrics_count_as_missing(tmp_path):
 
 
 def test_postprocess_table_takes_the_best_grid_point_per_fold():
-    sweep = pd.DataFrame([
-        (0, "single", 0.1, 0.3, 0.20), (0, "single", 0.5, 0.3, 0.30), (1, "single", 0.1, 0.3, 0.10),
-        (1, "single", 0.5, 0.4, 0.05), (0, "ensemble", 0.1, 0.3, 0.40), (1, "ensemble", 0.1, 0.3, 0.20),
-    ], columns=["fold", "setting", "nms_thresh", "score_thresh", "rsna_map"])
+    sweep = pd.DataFrame(
+        [
+            (0, "single", 0.1, 0.3, 0.20),
+            (0, "single", 0.5, 0.3, 0.30),
+            (1, "single", 0.1, 0.3, 0.10),
+            (1, "single", 0.5, 0.4, 0.05),
+            (0, "ensemble", 0.1, 0.3, 0.40),
+            (1, "ensemble", 0.1, 0.3, 0.20),
+        ],
+        columns=["fold", "setting", "nms_thresh", "score_thresh", "rsna_map"],
+    )
     numbers, shown = postprocess_table(sweep)
     assert list(numbers["setting"]) == ["single", "ensemble"]
-    assert numbers.loc[0, "best rsna_map mean"] == pytest.approx(0.2)   # folds: 0.30, 0.10
-    assert numbers.loc[1, "best rsna_map mean"] == pytest.approx(0.3)   # folds: 0.40, 0.20
+    assert numbers.loc[0, "best rsna_map mean"] == pytest.approx(0.2)  # folds: 0.30, 0.10
+    assert numbers.loc[1, "best rsna_map mean"] == pytest.approx(0.3)  # folds: 0.40, 0.20
     assert shown.loc[1, "best mAP (RSNA)"] == f"0.3000 ± {math.sqrt(0.02):.4f}"
 
 

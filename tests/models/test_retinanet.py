@@ -87,7 +87,9 @@ def test_transform_leaves_pixel_values_size_and_boxes_alone():
     boxes = torch.tensor([[1.5, 2.5, 40.0, 63.0]])
     for mode in (True, False):
         model.train(mode)
-        image_list, targets = model.transform(list(images), [{"boxes": boxes.clone()}, {"boxes": boxes.clone()}])
+        image_list, targets = model.transform(
+            list(images), [{"boxes": boxes.clone()}, {"boxes": boxes.clone()}]
+        )
         assert image_list.image_sizes == [(S, S), (S, S)]
         assert torch.allclose(image_list.tensors, images, atol=1e-6)
         assert torch.equal(targets[0]["boxes"], boxes)
@@ -103,7 +105,10 @@ def test_inputs_of_another_size_or_bad_targets_are_refused():
         with pytest.raises(ValueError, match="target 0: box"):
             model(torch.randn(1, 1, S, S), [{"boxes": torch.tensor([box])}])
     with pytest.raises(ValueError, match="labels must all be 1"):
-        model(torch.randn(1, 1, S, S), [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([0])}])
+        model(
+            torch.randn(1, 1, S, S),
+            [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([0])}],
+        )
 
 
 def test_global_head_can_be_switched_off():
@@ -151,7 +156,9 @@ def test_local_pretrained_weights_load_with_adapted_stem(tmp_path):
     classifier = timm.create_model("resnet18", pretrained=False)
     path = tmp_path / "resnet18.pth"
     torch.save(classifier.state_dict(), path)
-    encoder = RetinaNet(encoder="resnet18", image_size=S, fpn_channels=16, pretrained_path=str(path)).backbone.encoder
+    encoder = RetinaNet(
+        encoder="resnet18", image_size=S, fpn_channels=16, pretrained_path=str(path)
+    ).backbone.encoder
     assert torch.allclose(encoder.conv1.weight, classifier.conv1.weight.sum(dim=1, keepdim=True))
     assert torch.equal(encoder.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
     assert torch.equal(encoder.layer2[0].bn1.running_var, classifier.layer2[0].bn1.running_var)

@@ -48,7 +48,10 @@ def test_percentile_leaves_agreeing_members_alone_and_skips_missing_ones():
 
 
 def test_adjust_box_sizes_dispatches():
-    det = {"boxes": torch.tensor([[0.0, 0.0, 8.0, 8.0]]), "member_boxes": torch.tensor([[[0.0, 0.0, 8.0, 8.0]]])}
+    det = {
+        "boxes": torch.tensor([[0.0, 0.0, 8.0, 8.0]]),
+        "member_boxes": torch.tensor([[[0.0, 0.0, 8.0, 8.0]]]),
+    }
     assert torch.equal(adjust_box_sizes(det, "none"), det["boxes"])
     assert adjust_box_sizes(det, "shrink", shrink=0.5).tolist() == [[2, 2, 6, 6]]
     assert math.isclose(float(adjust_box_sizes(det, "percentile")[0, 2]), 8.0, rel_tol=1e-6)

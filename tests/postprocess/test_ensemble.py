@@ -14,8 +14,10 @@ def _raw(seed: int, n: int = 40) -> dict:
     centres = rng.uniform(30, 220, (3, 2))[rng.integers(0, 3, n)] + rng.normal(0, 6, (n, 2))
     sizes = rng.uniform(20, 60, (n, 2))
     boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], 1)
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "scores": torch.tensor(rng.uniform(0.05, 1, n),
-                                                                                       dtype=torch.float32)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "scores": torch.tensor(rng.uniform(0.05, 1, n), dtype=torch.float32),
+    }
 
 
 @pytest.mark.parametrize("score_mode", ["mean", "max"])
@@ -33,7 +35,9 @@ def test_one_member_is_plain_torchvision_nms():
     member = _raw(1)
     keep = nms(member["boxes"], member["scores"], 0.5)
     out = ensemble_detections([member], 0.5, score_mode="max")
-    assert torch.equal(out["boxes"], member["boxes"][keep]) and torch.equal(out["scores"], member["scores"][keep])
+    assert torch.equal(out["boxes"], member["boxes"][keep]) and torch.equal(
+        out["scores"], member["scores"][keep]
+    )
 
 
 def test_mean_mode_averages_member_scores_counting_missing_members_as_zero():
@@ -45,7 +49,9 @@ def test_mean_mode_averages_member_scores_counting_missing_members_as_zero():
     assert out["boxes"].tolist() == [[0, 0, 10, 10], [50, 50, 60, 60]]
     assert out["member_boxes"][0, 1].tolist() == [1, 0, 11, 10] and out["member_boxes"][0, 2].isnan().all()
     assert torch.allclose(out["member_scores"], torch.tensor([[0.9, 0.6, 0.0], [0.0, 0.8, 0.0]]))
-    assert ensemble_detections([a, b, c], 0.5, score_mode="max")["scores"].tolist() == pytest.approx([0.9, 0.8])
+    assert ensemble_detections([a, b, c], 0.5, score_mode="max")["scores"].tolist() == pytest.approx(
+        [0.9, 0.8]
+    )
     # below the overlap threshold the two boxes stay apart
     assert len(ensemble_detections([a, b], nms_thresh=0.85)["boxes"]) == 3
 

@@ -16,17 +16,27 @@ from cxr.postprocess import (
 
 
 def _det(boxes, scores):
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "scores": torch.tensor(scores, dtype=torch.float32)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+    }
 
 
 # image 0: one opacity and a near-duplicate detection (IoU 0.82): only NMS below 0.82 removes it;
 # image 1: no opacity, a false positive at 0.3; image 2: one opacity found at 0.5;
 # image 3: two opacities overlapping by IoU 0.33, both found: NMS at 0.3 wrongly removes one.
-PREDICTIONS = [_det([[10, 10, 50, 50], [14, 10, 54, 50]], [0.9, 0.8]), _det([[0, 0, 20, 20]], [0.3]),
-               _det([[60, 60, 90, 90]], [0.5]), _det([[0, 0, 40, 40], [20, 0, 60, 40]], [0.9, 0.85])]
-TARGETS = [_det([[10, 10, 50, 50]], [1]), _det([], []), _det([[60, 60, 90, 90]], [1]),
-           _det([[0, 0, 40, 40], [20, 0, 60, 40]], [1, 1])]
+PREDICTIONS = [
+    _det([[10, 10, 50, 50], [14, 10, 54, 50]], [0.9, 0.8]),
+    _det([[0, 0, 20, 20]], [0.3]),
+    _det([[60, 60, 90, 90]], [0.5]),
+    _det([[0, 0, 40, 40], [20, 0, 60, 40]], [0.9, 0.85]),
+]
+TARGETS = [
+    _det([[10, 10, 50, 50]], [1]),
+    _det([], []),
+    _det([[60, 60, 90, 90]], [1]),
+    _det([[0, 0, 40, 40], [20, 0, 60, 40]], [1, 1]),
+]
 
 
 def test_nms_sweep_finds_the_known_optimum_with_hand_computed_scores():
@@ -56,7 +66,9 @@ def test_decision_threshold_for_best_f1_and_for_a_target_recall():
     assert best == pytest.approx({"threshold": 0.35, "precision": 2 / 3, "recall": 1.0, "f1": 0.8})
     assert choose_decision_threshold(probs, labels, target_recall=1.0)["threshold"] == pytest.approx(0.35)
     assert choose_decision_threshold(probs, labels, target_recall=0.5)["threshold"] == pytest.approx(0.8)
-    assert choose_decision_threshold(probs, [0, 0, 2, 1], target_recall=0.5)["threshold"] == pytest.approx(0.8)
+    assert choose_decision_threshold(probs, [0, 0, 2, 1], target_recall=0.5)["threshold"] == pytest.approx(
+        0.8
+    )
     with pytest.raises(ValueError, match="both classes"):
         choose_decision_threshold(probs, [1, 1, 1, 1])
 
@@ -79,7 +91,9 @@ def test_settings_round_trip_and_are_found_beside_the_checkpoints(tmp_path):
 
 
 def test_fig8_plot_is_written(tmp_path):
-    tables = {e: sweep_nms(PREDICTIONS[: e + 2], TARGETS[: e + 2], [0.3, 0.5, 0.9], [0.2, 0.4]) for e in range(2)}
+    tables = {
+        e: sweep_nms(PREDICTIONS[: e + 2], TARGETS[: e + 2], [0.3, 0.5, 0.9], [0.2, 0.4]) for e in range(2)
+    }
     path = plot_nms_sweep(tables, tmp_path / "fig8.png")
     with Image.open(path) as img:
         assert img.format == "PNG" and img.width > 2 * img.height > 200

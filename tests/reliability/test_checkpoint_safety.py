@@ -31,8 +31,14 @@ class _Payload:
 
 
 def _tampered(path: Path, marker: Path) -> Path:
-    torch.save({"state_dict": {"model.weight": torch.zeros(2)}, "cxr": {"model_name": "plain_cnn"},
-                "hyper_parameters": _Payload(marker)}, path)
+    torch.save(
+        {
+            "state_dict": {"model.weight": torch.zeros(2)},
+            "cxr": {"model_name": "plain_cnn"},
+            "hyper_parameters": _Payload(marker),
+        },
+        path,
+    )
     return path
 
 
@@ -56,7 +62,9 @@ def test_truncated_and_foreign_files(tmp_path: Path) -> None:
     torch.save({"state_dict": {"model.w": torch.arange(1000.0)}}, buf)
     truncated = tmp_path / "cut.ckpt"
     truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    with pytest.raises(CheckpointError, match=r"cut\.ckpt: not a loadable checkpoint, truncated or corrupt \(") as err:
+    with pytest.raises(
+        CheckpointError, match=r"cut\.ckpt: not a loadable checkpoint, truncated or corrupt \("
+    ) as err:
         read_checkpoint(truncated)
     assert "\n" not in str(err.value)
     (tmp_path / "empty.ckpt").write_bytes(b"")
@@ -67,7 +75,9 @@ def test_truncated_and_foreign_files(tmp_path: Path) -> None:
         read_checkpoint(tmp_path / "foreign.ckpt")
 
 
-def test_cxr_train_refuses_a_tampered_checkpoint_before_reading_data(ped_cxr_dir: Path, tmp_path: Path) -> None:
+def test_cxr_train_refuses_a_tampered_checkpoint_before_reading_data(
+    ped_cxr_dir: Path, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned"
     evil = _tampered(tmp_path / "evil.ckpt", marker)
     base = [f"datamodule.data_dir={ped_cxr_dir}", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=cpu"]
@@ -76,21 +86,32 @@ def test_cxr_train_refuses_a_tampered_checkpoint_before_reading_data(ped_cxr_dir
     # the same file as the run folder's resume point (ckpt_path=last, the default)
     (tmp_path / "b" / "checkpoints").mkdir(parents=True)
     _tampered(tmp_path / "b" / "checkpoints" / "last.ckpt", marker)
-    with pytest.raises(ConfigError, match=r"^ckpt_path: .*last\.ckpt: refused to load.*remove it to start over"):
+    with pytest.raises(
+        ConfigError, match=r"^ckpt_path: .*last\.ckpt: refused to load.*remove it to start over"
+    ):
         run(compose(base, output_dir=tmp_path / "b"))
     assert not marker.exists() and not (tmp_path / "cache").exists()
 
 
 def test_resume_state_of_our_callbacks_and_loader_loads_weights_only(tmp_path: Path) -> None:
-    loader = ResumableLoader(torch.utils.data.TensorDataset(torch.zeros(10)), EpochSampler(10, seed=0), batch_size=3)
-    state = {"callbacks": {"ResumeCheckpoint": ResumeCheckpoint(tmp_path).state_dict(),
-                           "NonFiniteGuard": NonFiniteGuard("skip").state_dict()},
-             "loops": {"fit_loop": {"state_dict": {"combined_loader": [loader.state_dict()]}}},
-             "state_dict": nn.Linear(2, 2).state_dict()}
+    loader = ResumableLoader(
+        torch.utils.data.TensorDataset(torch.zeros(10)), EpochSampler(10, seed=0), batch_size=3
+    )
+    state = {
+        "callbacks": {
+            "ResumeCheckpoint": ResumeCheckpoint(tmp_path).state_dict(),
+            "NonFiniteGuard": NonFiniteGuard("skip").state_dict(),
+        },
+        "loops": {"fit_loop": {"state_dict": {"combined_loader": [loader.state_dict()]}}},
+        "state_dict": nn.Linear(2, 2).state_dict(),
+    }
     torch.save(state, tmp_path / "last.ckpt")
     back = read_checkpoint(tmp_path / "last.ckpt")  # weights_only=True
     assert back["loops"] == state["loops"]
-    assert torch.equal(back["callbacks"]["ResumeCheckpoint"]["rng"]["torch"], state["callbacks"]["ResumeCheckpoint"]["rng"]["torch"])
+    assert torch.equal(
+        back["callbacks"]["ResumeCheckpoint"]["rng"]["torch"],
+        state["callbacks"]["ResumeCheckpoint"]["rng"]["torch"],
+    )
 
 
 def _calls(tree: ast.AST):
@@ -116,7 +137,9 @@ def test_no_code_path_unpickles_untrusted_files() -> None:
             allow = keywords.get("allow_pickle")
             if allow is not None and not (isinstance(allow, ast.Constant) and allow.value is False):
                 problems.append(f"{where}: allow_pickle")
-            is_trainer_call = name.endswith((".fit", ".test", ".validate", ".predict")) and "ckpt_path" in keywords
+            is_trainer_call = (
+                name.endswith((".fit", ".test", ".validate", ".predict")) and "ckpt_path" in keywords
+            )
             if is_trainer_call and not (isinstance(flag, ast.Constant) and flag.value is True):
                 problems.append(f"{where}: {name}(ckpt_path=...) without weights_only=True")
     assert not problems, problems

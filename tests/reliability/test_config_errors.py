@@ -27,6 +27,7 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
 @pytest.fixture
 def no_data_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to decode images fails the test: config errors must come first."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("data was read before the config was checked")
 
@@ -34,6 +35,7 @@ def no_data_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- the command line ---------------------------------------------------------------------------
+
 
 def test_unknown_model_name_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as err:
@@ -45,16 +47,30 @@ def test_unknown_model_name_lists_the_valid_ones() -> None:
 
 def test_every_value_of_a_sweep_is_checked() -> None:
     check_overrides(["-m", f"model={','.join(MODELS)}"])
-    with pytest.raises(ConfigError, match=r"^model=depthwise_cn: no such config \(did you mean 'depthwise_cnn'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"^model=depthwise_cn: no such config \(did you mean 'depthwise_cnn'\?\)"
+    ):
         check_overrides(["-m", "model=plain_cnn,depthwise_cn"])
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("datamodule.batchsize=4", "datamodule.batchsize: no such key (did you mean 'batch_size'?); keys of datamodule: "),
-    ("trainer.max_epoch=3", "trainer.max_epoch: no such key (did you mean 'max_epochs'?); keys of trainer: "),
-    ("task.optimizer.learning_rate=0.1", "task.optimizer.learning_rate: no such key; keys of task.optimizer: lr, "),
-    ("seed.value=1", "seed.value: seed is a single value, not a group of keys"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "datamodule.batchsize=4",
+            "datamodule.batchsize: no such key (did you mean 'batch_size'?); keys of datamodule: ",
+        ),
+        (
+            "trainer.max_epoch=3",
+            "trainer.max_epoch: no such key (did you mean 'max_epochs'?); keys of trainer: ",
+        ),
+        (
+            "task.optimizer.learning_rate=0.1",
+            "task.optimizer.learning_rate: no such key; keys of task.optimizer: lr, ",
+        ),
+        ("seed.value=1", "seed.value: seed is a single value, not a group of keys"),
+    ],
+)
 def test_a_typo_in_a_key_names_the_nearest_valid_key(override: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
         check_overrides([override])
@@ -64,25 +80,45 @@ def test_a_typo_in_a_key_names_the_nearest_valid_key(override: str, expected: st
 def test_a_typo_below_another_group_choice_is_checked_against_that_choice() -> None:
     with pytest.raises(ConfigError, match=r"^augment\.affine\.scal: no such key \(did you mean 'scale'\?\)"):
         check_overrides(["augment=light", "augment.affine.scal=0.1"])
-    check_overrides(["augment=light", "augment.affine.scale=[0.8,1.2]", "hydra.run.dir=/somewhere", "-m", "seed=0,1"])
+    check_overrides(
+        ["augment=light", "augment.affine.scale=[0.8,1.2]", "hydra.run.dir=/somewhere", "-m", "seed=0,1"]
+    )
 
 
 def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "cxr.train", "datamodule.batchsize=4"], cwd=tmp_path, env=ENV,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cxr.train", "datamodule.batchsize=4"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "cxr-train: error: datamodule.batchsize: no such key (did you mean 'batch_size'?); keys of datamodule: "
         "batch_size, cache_dir, data_dir, image_size, labels, mean, num_workers, pin_memory, sampler, seed, split, "
-        "std, strict, val_fraction"]
+        "std, strict, val_fraction"
+    ]
     assert not (tmp_path / "logs").exists()  # stopped before Hydra made a run folder
 
 
 def test_cli_missing_data_folder_is_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "no such data"
-    done = subprocess.run([sys.executable, "-m", "cxr.train", f"datamodule.data_dir='{missing}'",
-                           f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path, env=ENV, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxr.train",
+            f"datamodule.data_dir='{missing}'",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"cxr-train: error: datamodule.data_dir={missing} does not exist")
@@ -91,9 +127,12 @@ def test_cli_missing_data_folder_is_one_line(tmp_path: Path) -> None:
 
 # --- the composed config ------------------------------------------------------------------------
 
+
 def _cfg(tmp_path: Path, data_dir: Path, *overrides: str):
-    return compose([f"datamodule.data_dir={data_dir}", f"datamodule.cache_dir={tmp_path / 'cache'}", *overrides],
-                   output_dir=tmp_path / "run")
+    return compose(
+        [f"datamodule.data_dir={data_dir}", f"datamodule.cache_dir={tmp_path / 'cache'}", *overrides],
+        output_dir=tmp_path / "run",
+    )
 
 
 def test_missing_data_path_names_path_and_layout_before_reading(tmp_path: Path, no_data_reads) -> None:
@@ -104,60 +143,108 @@ def test_missing_data_path_names_path_and_layout_before_reading(tmp_path: Path, 
     assert "expected layout: <data_dir>/train/NORMAL/*.jpeg, <data_dir>/train/PNEUMONIA/*.jpeg" in text
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match=r"data_dir=.*rsna does not exist.*stage_2_train_labels\.csv"):
-        run(compose(["datamodule=rsna", f"datamodule.data_dir={tmp_path / 'rsna'}"], output_dir=tmp_path / "run"))
+        run(
+            compose(
+                ["datamodule=rsna", f"datamodule.data_dir={tmp_path / 'rsna'}"], output_dir=tmp_path / "run"
+            )
+        )
 
 
-def test_a_key_the_class_does_not_take_is_named_with_the_valid_ones(ped_cxr_dir: Path, tmp_path: Path,
-                                                                    no_data_reads) -> None:
+def test_a_key_the_class_does_not_take_is_named_with_the_valid_ones(
+    ped_cxr_dir: Path, tmp_path: Path, no_data_reads
+) -> None:
     with pytest.raises(ConfigError) as err:
         run(_cfg(tmp_path, ped_cxr_dir, "+datamodule.batchsize=4"))
-    assert _one_line(err).startswith("datamodule.batchsize: is not an argument of "
-                                     "cxr.data.ped_cxr.PedChestXrayDataModule (did you mean 'batch_size'?); "
-                                     "valid keys: batch_size, cache_dir, data_dir,")
+    assert _one_line(err).startswith(
+        "datamodule.batchsize: is not an argument of "
+        "cxr.data.ped_cxr.PedChestXrayDataModule (did you mean 'batch_size'?); "
+        "valid keys: batch_size, cache_dir, data_dir,"
+    )
     with pytest.raises(ConfigError, match=r"^model\.widht: is not an argument of cxr\.models\.PlainCNN"):
         validate_config(_cfg(tmp_path, ped_cxr_dir, "+model.widht=3"))
-    with pytest.raises(ConfigError, match=r"^task\.optimizer\.betas2: is not an argument of torch\.optim\.Adam "
-                                          r"\(did you mean 'betas'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^task\.optimizer\.betas2: is not an argument of torch\.optim\.Adam "
+        r"\(did you mean 'betas'\?\)",
+    ):
         validate_config(_cfg(tmp_path, ped_cxr_dir, "+task.optimizer.betas2=0.9"))
     with pytest.raises(ConfigError, match=r"^task\.model: is set by cxr-train itself"):
         validate_config(_cfg(tmp_path, ped_cxr_dir, "+task.model=x"))
 
 
-@pytest.mark.parametrize(("overrides", "pattern"), [
-    (["model._target_=cxr.models.PlainCnn"], r"^model\._target_: cannot import 'cxr\.models\.PlainCnn' \(cxr\.models "
-                                             r"has no 'PlainCnn' \(did you mean 'PlainCNN'\?\)\)$"),
-    (["~datamodule.data_dir"], r"^datamodule: .*PedChestXrayDataModule needs data_dir, which the config does not set$"),
-    (["datamodule.labels=three_class"], r"^model\.num_classes=1 does not fit datamodule\.labels=three_class, "
-                                        r"which needs 3$"),
-    (["model.in_chans=3"], r"^model\.in_chans=3: the datamodules give 1-channel"),
-    (["guards.nonfinite=halt"], r"^guards\.nonfinite=halt: not a mode; valid: stop, skip, off$"),
-    (["datamodule.std=0"], r"^datamodule\.std=0: the normalisation divides by it; use a positive number$"),
-    (["+augment.flip._target_=albumentations.HorizontalFlip", "+augment.flip.q=1"],
-     r"^augment\.flip: Argument\(s\) 'q' are not valid"),
-    (["ckpt_path=/nowhere/model.ckpt"], r"^ckpt_path=/nowhere/model\.ckpt: no such file; use a checkpoint file, "
-                                        r"'last'"),
-])
-def test_config_problems_are_one_line(overrides: list[str], pattern: str, ped_cxr_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "pattern"),
+    [
+        (
+            ["model._target_=cxr.models.PlainCnn"],
+            r"^model\._target_: cannot import 'cxr\.models\.PlainCnn' \(cxr\.models "
+            r"has no 'PlainCnn' \(did you mean 'PlainCNN'\?\)\)$",
+        ),
+        (
+            ["~datamodule.data_dir"],
+            r"^datamodule: .*PedChestXrayDataModule needs data_dir, which the config does not set$",
+        ),
+        (
+            ["datamodule.labels=three_class"],
+            r"^model\.num_classes=1 does not fit datamodule\.labels=three_class, "
+            r"which needs 3$",
+        ),
+        (["model.in_chans=3"], r"^model\.in_chans=3: the datamodules give 1-channel"),
+        (["guards.nonfinite=halt"], r"^guards\.nonfinite=halt: not a mode; valid: stop, skip, off$"),
+        (
+            ["datamodule.std=0"],
+            r"^datamodule\.std=0: the normalisation divides by it; use a positive number$",
+        ),
+        (
+            ["+augment.flip._target_=albumentations.HorizontalFlip", "+augment.flip.q=1"],
+            r"^augment\.flip: Argument\(s\) 'q' are not valid",
+        ),
+        (
+            ["ckpt_path=/nowhere/model.ckpt"],
+            r"^ckpt_path=/nowhere/model\.ckpt: no such file; use a checkpoint file, "
+            r"'last'",
+        ),
+    ],
+)
+def test_config_problems_are_one_line(
+    overrides: list[str], pattern: str, ped_cxr_dir: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match=pattern) as err:
         validate_config(_cfg(tmp_path, ped_cxr_dir, *overrides))
     _one_line(err)
 
 
-def test_every_shipped_config_group_option_validates(ped_cxr_dir: Path, rsna_dir: Path, tmp_path: Path) -> None:
+def test_every_shipped_config_group_option_validates(
+    ped_cxr_dir: Path, rsna_dir: Path, tmp_path: Path
+) -> None:
     for group in ("model", "augment", "trainer", "logger", "callbacks"):
         for name in sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")):
             if group == "model" and name == "retinanet":
                 continue  # a detector: validated with the RSNA datamodule below
             validate_config(_cfg(tmp_path, ped_cxr_dir, f"{group}={name}"))
-    if (CONFIG_DIR / "model" / "retinanet.yaml").exists() and (CONFIG_DIR / "task" / "detection.yaml").exists():
+    if (CONFIG_DIR / "model" / "retinanet.yaml").exists() and (
+        CONFIG_DIR / "task" / "detection.yaml"
+    ).exists():
         validate_config(_cfg(tmp_path, rsna_dir, "datamodule=rsna", "model=retinanet", "task=detection"))
 
 
 def test_config_changes_ignore_what_a_resume_may_change() -> None:
-    old = {"seed": 0, "ckpt_path": None, "trainer": {"max_epochs": 5, "precision": "32-true"},
-           "task": {"optimizer": {"lr": 1e-4}}, "paths": {"output_dir": "/a"}, "datamodule": {"num_workers": 2}}
-    new = {"seed": 0, "ckpt_path": "last", "trainer": {"max_epochs": 9, "precision": "32-true"},
-           "task": {"optimizer": {"lr": 3e-3}}, "paths": {"output_dir": "/b"}, "datamodule": {"num_workers": 0},
-           "guards": {"nonfinite": "skip"}}
+    old = {
+        "seed": 0,
+        "ckpt_path": None,
+        "trainer": {"max_epochs": 5, "precision": "32-true"},
+        "task": {"optimizer": {"lr": 1e-4}},
+        "paths": {"output_dir": "/a"},
+        "datamodule": {"num_workers": 2},
+    }
+    new = {
+        "seed": 0,
+        "ckpt_path": "last",
+        "trainer": {"max_epochs": 9, "precision": "32-true"},
+        "task": {"optimizer": {"lr": 3e-3}},
+        "paths": {"output_dir": "/b"},
+        "datamodule": {"num_workers": 0},
+        "guards": {"nonfinite": "skip"},
+    }
     assert config_changes(old, new) == ["task.optimizer.lr: 0.0001 -> 0.003"]
     assert config_changes(old, old) == []

@@ -53,13 +53,27 @@ class Recorder(pl.Callback):
             self.states[batch_idx] = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
 
-def _fit(tmp_path: Path, callbacks: list, samples: list[dict] | None = None, epochs: int = 1,
-         module: pl.LightningModule | None = None) -> pl.LightningModule:
+def _fit(
+    tmp_path: Path,
+    callbacks: list,
+    samples: list[dict] | None = None,
+    epochs: int = 1,
+    module: pl.LightningModule | None = None,
+) -> pl.LightningModule:
     module = module or Toy()
-    writes = any(isinstance(c, ResumeCheckpoint) for c in callbacks)  # otherwise Lightning adds a ModelCheckpoint
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=writes,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=callbacks)
+    writes = any(
+        isinstance(c, ResumeCheckpoint) for c in callbacks
+    )  # otherwise Lightning adds a ModelCheckpoint
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=writes,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
     trainer.fit(module, DataLoader(samples if samples is not None else _samples(), batch_size=4))
     return module
 
@@ -69,7 +83,9 @@ def test_stop_names_step_batch_and_samples_and_keeps_the_weights(tmp_path: Path)
     with pytest.raises(NonFiniteLossError) as err:
         _fit(tmp_path, [NonFiniteGuard("stop"), recorder], module=module)
     text = str(err.value)
-    assert text.startswith("non-finite loss (nan) at global step 3 (epoch 0, batch 3), dataset indices [12, 13, 14, 15]")
+    assert text.startswith(
+        "non-finite loss (nan) at global step 3 (epoch 0, batch 3), dataset indices [12, 13, 14, 15]"
+    )
     assert "guards.nonfinite=skip" in text and "\n" not in text
     params = dict(module.named_parameters())
     assert all(torch.equal(params[k], v) for k, v in recorder.states[2].items() if k in params)
@@ -81,7 +97,9 @@ def test_a_non_finite_gradient_with_a_finite_loss_also_stops(tmp_path: Path) -> 
             loss = super().training_step(batch, batch_idx)
             return loss + torch.sqrt(self.net[0].bias[0] * 0)  # sqrt'(0) = inf: loss finite, gradient NaN
 
-    with pytest.raises(NonFiniteLossError, match=r"^non-finite gradient at global step 0 \(epoch 0, batch 0\)"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"^non-finite gradient at global step 0 \(epoch 0, batch 0\)"
+    ):
         _fit(tmp_path, [NonFiniteGuard("stop")], _samples(set()), module=SqrtAtZero())
 
 
@@ -100,7 +118,9 @@ def test_skip_drops_the_step_restores_batch_norm_and_counts(tmp_path: Path, capl
 
 
 def test_skip_gives_up_when_every_batch_is_bad(tmp_path: Path) -> None:
-    with pytest.raises(NonFiniteLossError, match=r"in 3 consecutive batches, the last at global step 2 .*diverged"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"in 3 consecutive batches, the last at global step 2 .*diverged"
+    ):
         _fit(tmp_path, [NonFiniteGuard("skip", max_consecutive_skips=3)], _samples(set(range(32))))
 
 
@@ -110,17 +130,28 @@ def test_off_lets_nan_through(tmp_path: Path) -> None:
 
 
 def test_bad_guard_settings() -> None:
-    with pytest.raises(ValueError, match=r"guards\.nonfinite must be one of \('stop', 'skip', 'off'\), got 'halt'"):
+    with pytest.raises(
+        ValueError, match=r"guards\.nonfinite must be one of \('stop', 'skip', 'off'\), got 'halt'"
+    ):
         NonFiniteGuard("halt")
     with pytest.raises(ValueError, match="max_consecutive_skips"):
         NonFiniteGuard("skip", max_consecutive_skips=0)
 
 
 def _overrides(data_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return [f"datamodule.data_dir={data_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
-            "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=cpu",
-            "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "model.widths=[8,8,8,8,8]", "model.hidden=8",
-            *extra]
+    return [
+        f"datamodule.data_dir={data_dir}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=1",
+        "model.widths=[8,8,8,8,8]",
+        "model.hidden=8",
+        *extra,
+    ]
 
 
 def test_guards_are_wired_through_the_config(ped_cxr_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -132,26 +163,37 @@ def test_guards_are_wired_through_the_config(ped_cxr_dir: Path, tmp_path: Path, 
 
     monkeypatch.setattr(RadiographTransform, "__call__", poisoned)
     cfg = compose(_overrides(ped_cxr_dir, tmp_path), output_dir=tmp_path / "stop")
-    with pytest.raises(NonFiniteLossError, match=r"^non-finite loss \(nan\) at global step 0 \(epoch 0, batch 0\), "
-                                                 r"dataset indices \["):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"^non-finite loss \(nan\) at global step 0 \(epoch 0, batch 0\), "
+        r"dataset indices \[",
+    ):
         run(cfg)
-    cfg = compose(_overrides(ped_cxr_dir, tmp_path, "guards.nonfinite=skip", "guards.max_consecutive_skips=2"),
-                  output_dir=tmp_path / "skip")
+    cfg = compose(
+        _overrides(ped_cxr_dir, tmp_path, "guards.nonfinite=skip", "guards.max_consecutive_skips=2"),
+        output_dir=tmp_path / "skip",
+    )
     with pytest.raises(NonFiniteLossError, match="in 2 consecutive batches"):
         run(cfg)
 
 
 def test_out_of_memory_suggests_a_smaller_batch(ped_cxr_dir: Path, tmp_path: Path, monkeypatch) -> None:
     def oom(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)\nmore")
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)\nmore"
+        )
 
     monkeypatch.setattr(pl.Trainer, "fit", oom)
     with pytest.raises(torch.OutOfMemoryError) as err:
         run(compose(_overrides(ped_cxr_dir, tmp_path), output_dir=tmp_path / "run"))
-    assert str(err.value) == ("out of device memory with datamodule.batch_size=8, datamodule.image_size=32: retry "
-                              "with datamodule.batch_size=4 (or trainer.precision=bf16-mixed where supported) "
-                              "[CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)]")
-    assert "smaller datamodule.image_size" in out_of_memory_message(RuntimeError("x"), batch_size=1, image_size=512)
+    assert str(err.value) == (
+        "out of device memory with datamodule.batch_size=8, datamodule.image_size=32: retry "
+        "with datamodule.batch_size=4 (or trainer.precision=bf16-mixed where supported) "
+        "[CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)]"
+    )
+    assert "smaller datamodule.image_size" in out_of_memory_message(
+        RuntimeError("x"), batch_size=1, image_size=512
+    )
 
 
 class _SpyCheckpoint(ResumeCheckpoint):

@@ -39,11 +39,20 @@ from cxr.train import run
 UNUSUAL = "dätä sets/chest x-ray ü 肺"  # spaces and non-ASCII in every folder name
 
 
-def _dicom(path: Path, pixels: np.ndarray | None, rows: int | None = None, columns: int | None = None,
-           bits_stored: int | None = None, **tags) -> Path:
+def _dicom(
+    path: Path,
+    pixels: np.ndarray | None,
+    rows: int | None = None,
+    columns: int | None = None,
+    bits_stored: int | None = None,
+    **tags,
+) -> Path:
     """A minimal secondary-capture file; ``rows``/``columns`` may disagree with ``pixels`` (a lying header)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        generate_uid(),
+    )
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -65,16 +74,22 @@ def _dicom(path: Path, pixels: np.ndarray | None, rows: int | None = None, colum
 
 def _png_header(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims ``width`` x ``height`` but holds almost no data (a decompression bomb's shape)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
 # --- image files --------------------------------------------------------------------------------
+
 
 def test_a_text_file_named_jpeg_is_skipped_and_counted(ped_cxr_dir: Path, tmp_path: Path, caplog) -> None:
     root = Path(shutil.copytree(ped_cxr_dir, tmp_path / "chest_xray"))
@@ -86,11 +101,15 @@ def test_a_text_file_named_jpeg_is_skipped_and_counted(ped_cxr_dir: Path, tmp_pa
     assert fake not in dm.splits["train"] + dm.splits["val"]
     assert any(str(fake) in m and "not a readable image" in m for m in caplog.messages)
     assert any("skipped 1 unreadable image(s)" in m for m in caplog.messages)
-    with pytest.raises(ImageReadError, match=r"1 unreadable image\(s\) \(strict=True\).*person998_virus_1\.jpeg"):
+    with pytest.raises(
+        ImageReadError, match=r"1 unreadable image\(s\) \(strict=True\).*person998_virus_1\.jpeg"
+    ):
         PedChestXrayDataModule(root, image_size=32, cache_dir=tmp_path / "cache", strict=True).setup()
 
 
-def test_files_without_an_image_suffix_and_sub_folders_are_counted(ped_cxr_dir: Path, tmp_path: Path, caplog) -> None:
+def test_files_without_an_image_suffix_and_sub_folders_are_counted(
+    ped_cxr_dir: Path, tmp_path: Path, caplog
+) -> None:
     root = Path(shutil.copytree(ped_cxr_dir, tmp_path / "chest_xray"))
     (root / "train" / "NORMAL" / "IM-0001-0001.dcm").write_bytes(b"DICM")
     (root / "test" / "NORMAL" / "IM-0002-0001.webp").write_bytes(b"RIFF")
@@ -98,14 +117,19 @@ def test_files_without_an_image_suffix_and_sub_folders_are_counted(ped_cxr_dir: 
     (root / "train" / "NORMAL" / "batch2").mkdir()  # images one level too deep are not read
     with caplog.at_level(logging.WARNING, logger="cxr.data.ped_cxr_files"):
         PedChestXrayDataModule(root, image_size=32, cache_dir=tmp_path / "cache").setup()
-    assert any("ignored 3 sub-folder(s) or file(s) without an image suffix" in m and "IM-0001-0001.dcm" in m
-               for m in caplog.messages)
+    assert any(
+        "ignored 3 sub-folder(s) or file(s) without an image suffix" in m and "IM-0001-0001.dcm" in m
+        for m in caplog.messages
+    )
 
 
 def test_huge_images_are_refused_before_decoding(tmp_path: Path, monkeypatch) -> None:
     side = int(DEFAULT_MAX_PIXELS**0.5) + 1  # just over the limit, under Pillow's own bomb check
-    with pytest.raises(ImageReadError, match=rf"bomb\.png: image of {side} x {side} = [\d,]+ pixels refused, over "
-                                             rf"the limit of {DEFAULT_MAX_PIXELS:,} \(set CXR_MAX_PIXELS"):
+    with pytest.raises(
+        ImageReadError,
+        match=rf"bomb\.png: image of {side} x {side} = [\d,]+ pixels refused, over "
+        rf"the limit of {DEFAULT_MAX_PIXELS:,} \(set CXR_MAX_PIXELS",
+    ):
         read_image(_png_header(tmp_path / "bomb.png", side, side))
     with pytest.raises(ImageReadError, match=r"giant\.png: refused as a decompression bomb"):
         read_image(_png_header(tmp_path / "giant.png", 60000, 60000))  # past Pillow's hard limit too
@@ -119,7 +143,9 @@ def test_huge_images_are_refused_before_decoding(tmp_path: Path, monkeypatch) ->
 
 def test_huge_dicom_is_refused_from_its_header(tmp_path: Path) -> None:
     path = _dicom(tmp_path / "huge.dcm", np.zeros((8, 8), np.uint8), rows=60000, columns=60000)
-    with pytest.raises(DicomReadError, match=r"huge\.dcm: image of 60000 x 60000 = 3,600,000,000 pixels refused"):
+    with pytest.raises(
+        DicomReadError, match=r"huge\.dcm: image of 60000 x 60000 = 3,600,000,000 pixels refused"
+    ):
         read_dicom(path)
     with pytest.raises(DicomReadError, match=r"empty\.dcm: the header gives an empty image \(0 x 8 pixels\)"):
         read_dicom(_dicom(tmp_path / "empty.dcm", np.zeros((8, 8), np.uint8), rows=8, columns=0))
@@ -128,7 +154,9 @@ def test_huge_dicom_is_refused_from_its_header(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bits_stored", [11, 15])
 def test_16_bit_with_odd_bits_stored(tmp_path: Path, bits_stored: int) -> None:
     stored = np.array([[0, 7], [2**bits_stored - 1, 100]], np.uint16)
-    garbage = stored | np.uint16(1 << bits_stored)  # a set bit above Bits Stored (overlay data) must not count
+    garbage = stored | np.uint16(
+        1 << bits_stored
+    )  # a set bit above Bits Stored (overlay data) must not count
     img = read_dicom(_dicom(tmp_path / "odd.dcm", garbage, bits_stored=bits_stored))
     np.testing.assert_allclose(img, stored / (2**bits_stored - 1), atol=1e-6)
 
@@ -137,10 +165,20 @@ def test_paths_with_spaces_and_non_ascii_train_end_to_end(ped_cxr_dir: Path, tmp
     root = Path(shutil.copytree(ped_cxr_dir, tmp_path / UNUSUAL / "chest_xray"))
     for i, image in enumerate(sorted((root / "train" / "NORMAL").glob("*.jpeg"))[:2]):
         image.rename(image.with_name(f"IM-900{i}-0001 ü é.jpeg"))
-    cfg = compose([f"datamodule.data_dir='{root}'", "datamodule.image_size=32", "datamodule.batch_size=8",
-                   "datamodule.num_workers=0", f"datamodule.cache_dir='{tmp_path / UNUSUAL / 'cache'}'",
-                   "trainer=debug", "trainer.enable_progress_bar=false", "model.widths=[8,8,8,8,8]", "model.hidden=8"],
-                  output_dir=tmp_path / UNUSUAL / "run")
+    cfg = compose(
+        [
+            f"datamodule.data_dir='{root}'",
+            "datamodule.image_size=32",
+            "datamodule.batch_size=8",
+            "datamodule.num_workers=0",
+            f"datamodule.cache_dir='{tmp_path / UNUSUAL / 'cache'}'",
+            "trainer=debug",
+            "trainer.enable_progress_bar=false",
+            "model.widths=[8,8,8,8,8]",
+            "model.hidden=8",
+        ],
+        output_dir=tmp_path / UNUSUAL / "run",
+    )
     metrics = run(cfg)
     assert "test/auroc" in metrics and json.loads((tmp_path / UNUSUAL / "run" / "metrics.json").read_text())
     dm = PedChestXrayDataModule(root, image_size=32, cache_dir=tmp_path / "cache")
@@ -149,6 +187,7 @@ def test_paths_with_spaces_and_non_ascii_train_end_to_end(ped_cxr_dir: Path, tmp
 
 
 # --- RSNA ---------------------------------------------------------------------------------------
+
 
 def _rsna_copy(rsna_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(rsna_dir, tmp_path / UNUSUAL / "rsna"))
@@ -177,8 +216,11 @@ def test_rsna_without_any_listed_image_is_a_layout_error(rsna_dir: Path, tmp_pat
     root = _rsna_copy(rsna_dir, tmp_path)
     shutil.rmtree(root / "stage_2_train_images")
     (root / "stage_2_train_images").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"none of the 24 image\(s\) listed in .*stage_2_train_labels\.csv "
-                                                r"exist, e\.g\. .*\.dcm; expected layout: "):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"none of the 24 image\(s\) listed in .*stage_2_train_labels\.csv "
+        r"exist, e\.g\. .*\.dcm; expected layout: ",
+    ):
         RSNADataModule(root, image_size=32, cache_dir=tmp_path / "cache").setup("fit")
 
 
@@ -187,8 +229,13 @@ def test_rsna_csv_with_text_in_numbers_and_empty_ids(rsna_dir: Path, tmp_path: P
     labels = pd.read_csv(root / "stage_2_train_labels.csv", dtype=str)
     positive = labels.index[labels["Target"] == "1"]
     labels.loc[positive[0], "width"] = "12px"  # CSV line positive[0] + 2
-    labels = pd.concat([labels, pd.DataFrame([{"patientId": "", "x": "1", "y": "1", "width": "5", "height": "5",
-                                               "Target": "1"}])], ignore_index=True)
+    labels = pd.concat(
+        [
+            labels,
+            pd.DataFrame([{"patientId": "", "x": "1", "y": "1", "width": "5", "height": "5", "Target": "1"}]),
+        ],
+        ignore_index=True,
+    )
     labels.to_csv(root / "stage_2_train_labels.csv", index=False)
     with caplog.at_level(logging.WARNING, logger="cxr.data.rsna_labels"):
         table = read_annotations(root)
@@ -207,6 +254,7 @@ def test_rsna_csv_with_text_in_numbers_and_empty_ids(rsna_dir: Path, tmp_path: P
 
 
 # --- the decode cache ---------------------------------------------------------------------------
+
 
 def test_a_damaged_cache_is_rebuilt(ped_cxr_dir: Path, tmp_path: Path, caplog) -> None:
     first = PedChestXrayDataModule(ped_cxr_dir, image_size=32, cache_dir=tmp_path / "cache")

@@ -31,7 +31,9 @@ def _epoch(dm: PedChestXrayDataModule, epoch: int, seed: int = 0) -> tuple[torch
     return torch.cat([b["image"] for b in batches]), torch.cat([b["index"] for b in batches])
 
 
-def test_augmented_batches_repeat_exactly_and_ignore_the_worker_count(ped_cxr_dir: Path, tmp_path: Path) -> None:
+def test_augmented_batches_repeat_exactly_and_ignore_the_worker_count(
+    ped_cxr_dir: Path, tmp_path: Path
+) -> None:
     images, order = _epoch(_dm(ped_cxr_dir, tmp_path, augment=AUGMENT), epoch=0)
     again, order_again = _epoch(_dm(ped_cxr_dir, tmp_path, augment=AUGMENT), epoch=0)
     assert torch.equal(order, order_again) and torch.equal(images, again)
@@ -46,7 +48,9 @@ def test_augmented_batches_repeat_exactly_and_ignore_the_worker_count(ped_cxr_di
     assert not torch.equal(_epoch(_dm(ped_cxr_dir, tmp_path, augment=AUGMENT), epoch=0, seed=1)[1], order)
 
 
-def test_splits_depend_on_names_and_seed_not_on_location_or_listing_order(ped_cxr_dir: Path, tmp_path: Path) -> None:
+def test_splits_depend_on_names_and_seed_not_on_location_or_listing_order(
+    ped_cxr_dir: Path, tmp_path: Path
+) -> None:
     moved = tmp_path / "elsewhere" / "chest_xray"
     for src in sorted(ped_cxr_dir.rglob("*.jpeg"), reverse=True):  # created in the opposite order
         dst = moved / src.relative_to(ped_cxr_dir)
@@ -63,10 +67,22 @@ def test_splits_depend_on_names_and_seed_not_on_location_or_listing_order(ped_cx
 
 
 def _overrides(data_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return [f"datamodule.data_dir={data_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
-            "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=cpu",
-            "trainer.enable_progress_bar=false", "trainer.max_epochs=2", "trainer.deterministic=true",
-            "model.widths=[8,8,8,8,8]", "model.hidden=8", "task.optimizer.lr=3e-3", "augment=light", *extra]
+    return [
+        f"datamodule.data_dir={data_dir}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=2",
+        "trainer.deterministic=true",
+        "model.widths=[8,8,8,8,8]",
+        "model.hidden=8",
+        "task.optimizer.lr=3e-3",
+        "augment=light",
+        *extra,
+    ]
 
 
 def _metrics(folder: Path) -> dict:

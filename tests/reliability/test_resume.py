@@ -59,6 +59,7 @@ def _batches(loader) -> list[list[int]]:
 
 # --- the pieces ---------------------------------------------------------------------------------
 
+
 def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
     a, b = EpochSampler(50, seed=7), EpochSampler(50, seed=7)
     b.set_epoch(3)
@@ -141,12 +142,23 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path: Path) -> None:
 
 # --- end to end ---------------------------------------------------------------------------------
 
+
 def _overrides(data_dir: Path, tmp_path: Path) -> list[str]:
-    return [f"datamodule.data_dir={data_dir}", "datamodule.image_size=32", "datamodule.batch_size=8",
-            "datamodule.num_workers=0", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=cpu",
-            "trainer.enable_progress_bar=false", "trainer.max_epochs=2", "trainer.deterministic=true",
-            "model.widths=[8,8,8,8,8]", "model.hidden=8", "task.optimizer.lr=3e-3",
-            "callbacks.last_checkpoint.every_n_train_steps=2"]
+    return [
+        f"datamodule.data_dir={data_dir}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=2",
+        "trainer.deterministic=true",
+        "model.widths=[8,8,8,8,8]",
+        "model.hidden=8",
+        "task.optimizer.lr=3e-3",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+    ]
 
 
 def _cli(args: list[str], cwd: Path, script: str | None = None) -> subprocess.CompletedProcess:
@@ -159,15 +171,24 @@ def _results(metrics: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_run(ped_cxr_dir: Path,
-                                                                                  tmp_path: Path, caplog) -> None:
+def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_run(
+    ped_cxr_dir: Path, tmp_path: Path, caplog
+) -> None:
     overrides = _overrides(ped_cxr_dir, tmp_path)
     run(compose(overrides, output_dir=tmp_path / "a"))
     uninterrupted = json.loads((tmp_path / "a" / "metrics.json").read_text())
 
     folder = tmp_path / "b"
-    killed = _cli([*overrides, f"hydra.run.dir={folder}", "+callbacks.crash._target_=__main__.Crash",
-                   "+callbacks.crash.at_step=9"], tmp_path, script=CRASHING_CLI)
+    killed = _cli(
+        [
+            *overrides,
+            f"hydra.run.dir={folder}",
+            "+callbacks.crash._target_=__main__.Crash",
+            "+callbacks.crash.at_step=9",
+        ],
+        tmp_path,
+        script=CRASHING_CLI,
+    )
     assert killed.returncode == 3, killed.stderr[-3000:]
     assert not (folder / "metrics.json").exists()
     state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
@@ -180,6 +201,7 @@ def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_ru
     metrics = json.loads((folder / "metrics.json").read_text())
     assert _results(metrics) == _results(uninterrupted)
     assert {"test/loss", "val/loss", "test/confusion_matrix", "best/val/loss"} <= set(metrics)
+
     # the CSV log holds every epoch, those before the interruption too, with the same values
     def epochs(run_dir: Path) -> list[tuple]:
         log = pd.read_csv(run_dir / "csv" / "metrics.csv").dropna(subset=["val/loss"])
@@ -191,4 +213,7 @@ def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_ru
     with caplog.at_level(logging.WARNING, logger="cxr.train"):
         run(compose([*overrides, "task.optimizer.lr=1e-2"], output_dir=tmp_path / "a"))
     assert _results(json.loads((tmp_path / "a" / "metrics.json").read_text())) == _results(uninterrupted)
-    assert "differs from the one it started with" in caplog.text and "task.optimizer.lr: 0.003 -> 0.01" in caplog.text
+    assert (
+        "differs from the one it started with" in caplog.text
+        and "task.optimizer.lr: 0.003 -> 0.01" in caplog.text
+    )

@@ -30,6 +30,22 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
 
 
 def test_runs_as_a_module(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cxr.synth.cli", "ped-cxr", str(tmp_path / "d"), "--n", "20",
-                             "--min-side", "24", "--max-side", "32"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxr.synth.cli",
+            "ped-cxr",
+            str(tmp_path / "d"),
+            "--n",
+            "20",
+            "--min-side",
+            "24",
+            "--max-side",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "ped-cxr: wrote 20 images" in result.stdout

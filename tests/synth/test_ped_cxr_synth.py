@@ -49,7 +49,11 @@ def test_patients_sometimes_have_several_images_and_never_cross_splits(ped_cxr_d
 
 def test_class_ratio_follows_the_real_data():
     real = split_counts(5856)
-    assert real["train", "NORMAL"] == 1341 and real["train", "PNEUMONIA"] == 3875 and real["test", "NORMAL"] == 234
+    assert (
+        real["train", "NORMAL"] == 1341
+        and real["train", "PNEUMONIA"] == 3875
+        and real["test", "NORMAL"] == 234
+    )
     counts = split_counts(600)
     normal = sum(v for (_, c), v in counts.items() if c == "NORMAL")
     assert sum(counts.values()) == 600
@@ -83,9 +87,12 @@ def test_pneumonia_is_brighter_inside_the_lungs(ped_cxr_dir):
     for path in _files(ped_cxr_dir):
         img = np.asarray(Image.open(path).convert("L"), np.float32)
         boxes = lung_boxes(*img.shape)
-        mean = np.mean([img[int(y1):int(y2), int(x1):int(x2)].mean() for x1, y1, x2, y2 in boxes])
+        mean = np.mean([img[int(y1) : int(y2), int(x1) : int(x2)].mean() for x1, y1, x2, y2 in boxes])
         lung_mean[path.parent.name].append(mean)
-    assert min(lung_mean["PNEUMONIA"]) > 0 and np.mean(lung_mean["PNEUMONIA"]) > np.mean(lung_mean["NORMAL"]) + 10
+    assert (
+        min(lung_mean["PNEUMONIA"]) > 0
+        and np.mean(lung_mean["PNEUMONIA"]) > np.mean(lung_mean["NORMAL"]) + 10
+    )
 
 
 def test_bad_arguments_fail_clearly(tmp_path):
@@ -104,26 +111,42 @@ def test_a_small_cnn_learns_the_phantoms_at_64px(tmp_path, one_thread):
 
     torch.manual_seed(0)
     root = write_ped_cxr(tmp_path / "chest_xray", n=160, seed=1, min_side=64, max_side=128)
-    dm = PedChestXrayDataModule(root, image_size=64, batch_size=16, cache_dir=tmp_path / "cache", val_fraction=0.2)
+    dm = PedChestXrayDataModule(
+        root, image_size=64, batch_size=16, cache_dir=tmp_path / "cache", val_fraction=0.2
+    )
     dm.setup()
     nn = torch.nn
     net = nn.Sequential(  # max pooling at the end: "is there a bright blob anywhere in a lung"
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
-        nn.Flatten(), nn.Linear(32, 1),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 1),
     )
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(10):
         net.train()
         for batch in dm.train_dataloader():
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                net(batch["image"]).squeeze(1), batch["label"].float())
+                net(batch["image"]).squeeze(1), batch["label"].float()
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
     net.eval()
     with torch.no_grad():
-        right = [((net(b["image"]).squeeze(1) > 0).long() == b["label"]).float()
-                 for loader in (dm.val_dataloader(), dm.test_dataloader()) for b in loader]
+        right = [
+            ((net(b["image"]).squeeze(1) > 0).long() == b["label"]).float()
+            for loader in (dm.val_dataloader(), dm.test_dataloader())
+            for b in loader
+        ]
     assert torch.cat(right).mean() >= 0.85  # majority class alone: 0.71

@@ -16,7 +16,9 @@ from cxr.synth.rsna import CLASSES, write_rsna
 
 
 def _labels(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return pd.read_csv(root / "stage_2_train_labels.csv"), pd.read_csv(root / "stage_2_detailed_class_info.csv")
+    return pd.read_csv(root / "stage_2_train_labels.csv"), pd.read_csv(
+        root / "stage_2_detailed_class_info.csv"
+    )
 
 
 def test_layout_and_csv_semantics(rsna_dir: Path) -> None:
@@ -31,11 +33,15 @@ def test_layout_and_csv_semantics(rsna_dir: Path) -> None:
     pos, neg = merged[merged["Target"] == 1], merged[merged["Target"] == 0]
     assert (pos["cls"] == "Lung Opacity").all() and (neg["cls"] != "Lung Opacity").all()
     assert neg[["x", "y", "width", "height"]].isna().all().all() and not neg["patientId"].duplicated().any()
-    assert pos[["x", "y", "width", "height"]].notna().all().all() and (pos[["width", "height"]] > 0).all().all()
+    assert (
+        pos[["x", "y", "width", "height"]].notna().all().all() and (pos[["width", "height"]] > 0).all().all()
+    )
     assert (pos[["x", "y", "width", "height"]] % 1 == 0).all().all()  # integer pixels like the real labels
     assert pos.groupby("patientId").size().between(1, 4).all()
     patients = set(labels["patientId"])
-    assert {p.stem for p in (rsna_dir / "stage_2_train_images").glob("*.dcm")} == patients and len(patients) == 24
+    assert {p.stem for p in (rsna_dir / "stage_2_train_images").glob("*.dcm")} == patients and len(
+        patients
+    ) == 24
     tests = list((rsna_dir / "stage_2_test_images").glob("*.dcm"))
     assert len(tests) == 3 and not patients & {p.stem for p in tests}
     for pid in patients:  # UUID-like
@@ -70,7 +76,7 @@ def test_boxes_in_lungs_and_on_opacities(rsna_dir: Path) -> None:
     normal_imgs = [read_dicom(rsna_dir / "stage_2_train_images" / f"{p}.dcm") for p in normals]
     brighter = []
     for r in pos.itertuples():
-        sl = np.s_[int(r.y):int(r.y + r.height), int(r.x):int(r.x + r.width)]
+        sl = np.s_[int(r.y) : int(r.y + r.height), int(r.x) : int(r.x + r.width)]
         inside = read_dicom(rsna_dir / "stage_2_train_images" / f"{r.patientId}.dcm")[sl].mean()
         brighter.append(inside > np.mean([im[sl].mean() for im in normal_imgs]) + 0.05)
     assert all(brighter)

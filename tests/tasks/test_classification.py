@@ -22,8 +22,9 @@ class LogitEcho(nn.Module):
 
 
 def _task(num_classes=1, loss="bce"):
-    return ClassificationTask(LogitEcho(num_classes), optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
-                              loss=loss)
+    return ClassificationTask(
+        LogitEcho(num_classes), optimizer=functools.partial(torch.optim.Adam, lr=1e-3), loss=loss
+    )
 
 
 def _batch(logits, labels):
@@ -80,10 +81,18 @@ def test_plateau_scheduler_follows_a_maximised_monitor():
     """A plateau scheduler reduces when the monitored metric stops improving in its own direction."""
     plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, patience=2)
     adam = functools.partial(torch.optim.Adam, lr=1e-3)
-    task = ClassificationTask(LogitEcho(), optimizer=adam, scheduler=plateau, monitor="val/auroc", monitor_mode="max")
+    task = ClassificationTask(
+        LogitEcho(), optimizer=adam, scheduler=plateau, monitor="val/auroc", monitor_mode="max"
+    )
     config = task.configure_optimizers()
-    assert config["lr_scheduler"]["monitor"] == "val/auroc" and config["lr_scheduler"]["scheduler"].mode == "max"
-    assert ClassificationTask(LogitEcho(), optimizer=adam, scheduler=plateau).configure_optimizers()[
-        "lr_scheduler"]["scheduler"].mode == "min"  # the default monitor, val/loss
+    assert (
+        config["lr_scheduler"]["monitor"] == "val/auroc" and config["lr_scheduler"]["scheduler"].mode == "max"
+    )
+    assert (
+        ClassificationTask(LogitEcho(), optimizer=adam, scheduler=plateau)
+        .configure_optimizers()["lr_scheduler"]["scheduler"]
+        .mode
+        == "min"
+    )  # the default monitor, val/loss
     with pytest.raises(ValueError, match="monitor_mode must be 'min' or 'max', got 'up'"):
         ClassificationTask(LogitEcho(), optimizer=adam, monitor_mode="up")

@@ -20,10 +20,12 @@ from cxr.models.retinanet import RetinaNet, default_anchor_sizes
 from cxr.synth.phantom import chest_phantom, lung_boxes
 from cxr.tasks.detection import DetectionTask
 
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`",
-                                        "ignore:.*does not have many workers",
-                                        "ignore:.*`isinstance\\(treespec, LeafSpec\\)` is deprecated",
-                                        "ignore:No (positive|negative) samples in targets")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:You are trying to `self.log\\(\\)`",
+    "ignore:.*does not have many workers",
+    "ignore:.*`isinstance\\(treespec, LeafSpec\\)` is deprecated",
+    "ignore:No (positive|negative) samples in targets",
+)
 CONF = Path(__file__).resolve().parents[2] / "conf"
 S = 64
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -48,19 +50,30 @@ class ScriptedDetector(nn.Module):
             out["detections"] = []
             for key in images[:, 0, 0, 0].round().long().tolist():
                 boxes, scores = self.detections.get(key, ([], []))
-                out["detections"].append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                                          "scores": torch.tensor(scores, dtype=torch.float32),
-                                          "labels": torch.ones(len(scores), dtype=torch.int64)})
+                out["detections"].append(
+                    {
+                        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                        "scores": torch.tensor(scores, dtype=torch.float32),
+                        "labels": torch.ones(len(scores), dtype=torch.int64),
+                    }
+                )
         return out
 
 
 def _batch(keys, boxes, cls, size=S, orig_size=(S, S)):
     images = torch.zeros(len(keys), 1, size, size)
     images[:, 0, 0, 0] = torch.tensor(keys, dtype=torch.float32)
-    images[torch.arange(len(cls)), 0, 0, 1 + torch.tensor(cls).clamp(min=0)] = 5.0  # confident, correct logits
-    return {"image": images, "boxes": [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes],
-            "cls": torch.tensor(cls), "orig_size": torch.tensor([orig_size] * len(keys)),
-            "patient_id": [f"p{k}" for k in keys], "index": torch.tensor(keys)}
+    images[torch.arange(len(cls)), 0, 0, 1 + torch.tensor(cls).clamp(min=0)] = (
+        5.0  # confident, correct logits
+    )
+    return {
+        "image": images,
+        "boxes": [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes],
+        "cls": torch.tensor(cls),
+        "orig_size": torch.tensor([orig_size] * len(keys)),
+        "patient_id": [f"p{k}" for k in keys],
+        "index": torch.tensor(keys),
+    }
 
 
 def _loader(*batches):
@@ -68,8 +81,14 @@ def _loader(*batches):
 
 
 def _trainer(**kwargs) -> pl.Trainer:
-    args = dict(accelerator="cpu", precision="32-true", logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False)
+    args = dict(
+        accelerator="cpu",
+        precision="32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     return pl.Trainer(**{**args, **kwargs})
 
 
@@ -80,7 +99,9 @@ VAL = _batch([0, 1, 2], [[[10, 10, 30, 30]], [], []], [2, 0, 1])
 
 
 def _scripted_task(**kwargs) -> DetectionTask:
-    return DetectionTask(ScriptedDetector(SCRIPT), optimizer=ADAM, score_thresholds=(0.1, 0.2, 0.3, 0.6), **kwargs)
+    return DetectionTask(
+        ScriptedDetector(SCRIPT), optimizer=ADAM, score_thresholds=(0.1, 0.2, 0.3, 0.6), **kwargs
+    )
 
 
 def test_validation_tunes_the_score_threshold_on_hand_computed_rsna_scores():
@@ -100,11 +121,16 @@ def test_validation_tunes_the_score_threshold_on_hand_computed_rsna_scores():
 
 def test_test_stage_uses_the_validation_threshold():
     """On the test image the true box scores 0.25: found at t ≤ 0.2 (score 1), missed at the tuned 0.3 (0)."""
-    task = DetectionTask(ScriptedDetector({**SCRIPT, 5: ([[10, 10, 30, 30]], [0.25])}), optimizer=ADAM,
-                         score_thresholds=(0.1, 0.2, 0.3, 0.6))
+    task = DetectionTask(
+        ScriptedDetector({**SCRIPT, 5: ([[10, 10, 30, 30]], [0.25])}),
+        optimizer=ADAM,
+        score_thresholds=(0.1, 0.2, 0.3, 0.6),
+    )
     trainer = _trainer()
     trainer.validate(task, dataloaders=_loader(VAL), verbose=False)
-    metrics = trainer.test(task, dataloaders=_loader(_batch([5], [[[10, 10, 30, 30]]], [2])), verbose=False)[0]
+    metrics = trainer.test(task, dataloaders=_loader(_batch([5], [[[10, 10, 30, 30]]], [2])), verbose=False)[
+        0
+    ]
     assert metrics["test/rsna_score_thresh"] == pytest.approx(0.3)
     assert metrics["test/rsna_map"] == 0.0
     assert metrics["test/rsna_map_oracle"] == pytest.approx(1.0)
@@ -138,19 +164,33 @@ def _real_batch(cls=(2, 0)):
     rng = np.random.default_rng(0)
     boxes = [[[10.0, 12.0, 28.0, 40.0]], []]
     image = torch.from_numpy(rng.normal(size=(2, 1, S, S)).astype(np.float32))
-    return {"image": image, "boxes": [torch.tensor(b).reshape(-1, 4) for b in boxes], "cls": torch.tensor(cls),
-            "orig_size": torch.tensor([[S, S]] * 2), "patient_id": ["a", "b"], "index": torch.arange(2)}
+    return {
+        "image": image,
+        "boxes": [torch.tensor(b).reshape(-1, 4) for b in boxes],
+        "cls": torch.tensor(cls),
+        "orig_size": torch.tensor([[S, S]] * 2),
+        "patient_id": ["a", "b"],
+        "index": torch.arange(2),
+    }
 
 
 @pytest.mark.parametrize(("weights", "global_factor"), [((1.0, 1.0, 0.1), 0.1), ((2.0, 0.5, 0.0), 0.0)])
 def test_training_loss_is_the_weighted_sum(weights, global_factor):
     model = _tiny_model()
-    task = DetectionTask(model, optimizer=ADAM, box_cls_weight=weights[0], box_reg_weight=weights[1],
-                         global_cls_weight=weights[2])
+    task = DetectionTask(
+        model,
+        optimizer=ADAM,
+        box_cls_weight=weights[0],
+        box_reg_weight=weights[1],
+        global_cls_weight=weights[2],
+    )
     batch = _real_batch()
     out = model(batch["image"], [{"boxes": b} for b in batch["boxes"]])
-    expected = (weights[0] * out["loss_box_cls"] + weights[1] * out["loss_box_reg"]
-                + global_factor * nn.functional.cross_entropy(out["global_logits"], batch["cls"]))
+    expected = (
+        weights[0] * out["loss_box_cls"]
+        + weights[1] * out["loss_box_reg"]
+        + global_factor * nn.functional.cross_entropy(out["global_logits"], batch["cls"])
+    )
     loss = task.training_step(batch, 0)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
@@ -184,8 +224,12 @@ def test_checkpoint_reloads_weights_and_tuned_threshold(tmp_path):
     path = tmp_path / "detection.ckpt"
     trainer.save_checkpoint(path)
     assert "score_thresh" in read_checkpoint(path)["state_dict"]  # loads with weights_only=True
-    restored = DetectionTask.load_from_checkpoint(path, model=_tiny_model(), optimizer=ADAM, weights_only=True)
-    assert float(restored.score_thresh) == float(task.score_thresh) and not math.isnan(float(task.score_thresh))
+    restored = DetectionTask.load_from_checkpoint(
+        path, model=_tiny_model(), optimizer=ADAM, weights_only=True
+    )
+    assert float(restored.score_thresh) == float(task.score_thresh) and not math.isnan(
+        float(task.score_thresh)
+    )
     for (name, a), b in zip(task.state_dict().items(), restored.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
@@ -195,20 +239,29 @@ def test_plateau_scheduler_follows_the_monitor():
     config = _scripted_task(scheduler=plateau).configure_optimizers()
     assert config["lr_scheduler"]["monitor"] == "val/rsna_map"
     assert config["lr_scheduler"]["scheduler"].mode == "max"
-    minimise = _scripted_task(scheduler=plateau, monitor="val/loss", monitor_mode="min").configure_optimizers()
+    minimise = _scripted_task(
+        scheduler=plateau, monitor="val/loss", monitor_mode="min"
+    ).configure_optimizers()
     assert minimise["lr_scheduler"]["scheduler"].mode == "min"
     with pytest.raises(ValueError, match="contradicts monitor_mode"):
         _scripted_task(scheduler=functools.partial(plateau, mode="min")).configure_optimizers()
     step = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3)
-    assert isinstance(_scripted_task(scheduler=step).configure_optimizers()["lr_scheduler"]["scheduler"],
-                      torch.optim.lr_scheduler.StepLR)
+    assert isinstance(
+        _scripted_task(scheduler=step).configure_optimizers()["lr_scheduler"]["scheduler"],
+        torch.optim.lr_scheduler.StepLR,
+    )
     assert isinstance(_scripted_task().configure_optimizers(), torch.optim.Adam)
 
 
 def test_configs_name_every_argument_and_build_the_paper_setup():
-    model_cfg, task_cfg = OmegaConf.load(CONF / "model/retinanet.yaml"), OmegaConf.load(CONF / "task/detection.yaml")
-    for cfg, cls, skip in ((model_cfg, RetinaNet, {"image_size"}),
-                           (task_cfg, DetectionTask, {"model", "optimizer", "scheduler"})):
+    model_cfg, task_cfg = (
+        OmegaConf.load(CONF / "model/retinanet.yaml"),
+        OmegaConf.load(CONF / "task/detection.yaml"),
+    )
+    for cfg, cls, skip in (
+        (model_cfg, RetinaNet, {"image_size"}),
+        (task_cfg, DetectionTask, {"model", "optimizer", "scheduler"}),
+    ):
         params = inspect.signature(cls).parameters
         assert list(cfg) == ["_target_", *(p for p in params if p != "model")]
         for key in set(params) - skip:
@@ -234,9 +287,19 @@ def _phantoms(n: int, seed: int, size: int) -> list[dict]:
                 w, h = rng.uniform(0.6, 0.95) * (x2 - x1), rng.uniform(0.3, 0.6) * (y2 - y1)
                 bx, by = rng.uniform(x1, x2 - w), rng.uniform(y1, y2 - h)
                 boxes.append((bx, by, bx + w, by + h))
-        image, boxes = transform(chest_phantom(rng, size, size, opacities=boxes), np.array(boxes).reshape(-1, 4))
-        samples.append({"image": image, "boxes": torch.from_numpy(boxes), "cls": 2 if len(boxes) else int(rng.integers(2)),
-                        "orig_size": torch.tensor([size, size]), "patient_id": f"{seed}-{i}", "index": i})
+        image, boxes = transform(
+            chest_phantom(rng, size, size, opacities=boxes), np.array(boxes).reshape(-1, 4)
+        )
+        samples.append(
+            {
+                "image": image,
+                "boxes": torch.from_numpy(boxes),
+                "cls": 2 if len(boxes) else int(rng.integers(2)),
+                "orig_size": torch.tensor([size, size]),
+                "patient_id": f"{seed}-{i}",
+                "index": i,
+            }
+        )
     return samples
 
 
@@ -249,12 +312,21 @@ def test_retinanet_learns_to_find_phantom_opacities(one_thread):
     size, epochs = 96, 50
     pl.seed_everything(0, workers=True)
     # no P2 at 96 px, to keep it quick; the 16–25 px anchors move to P3 instead
-    model = RetinaNet(encoder="test_resnet", image_size=size, fpn_channels=64, small_anchors=False,
-                      anchor_sizes=default_anchor_sizes(True)[:5], global_dropout=0.0)
+    model = RetinaNet(
+        encoder="test_resnet",
+        image_size=size,
+        fpn_channels=64,
+        small_anchors=False,
+        anchor_sizes=default_anchor_sizes(True)[:5],
+        global_dropout=0.0,
+    )
     task = DetectionTask(model, optimizer=ADAM, scheduler=None)
     loader = functools.partial(DataLoader, collate_fn=collate_detection, batch_size=8)
     trainer = _trainer(max_epochs=epochs, check_val_every_n_epoch=epochs, num_sanity_val_steps=0)
-    trainer.fit(task, train_dataloaders=loader(_phantoms(64, 0, size), shuffle=True),
-                val_dataloaders=loader(_phantoms(32, 1, size)))
+    trainer.fit(
+        task,
+        train_dataloaders=loader(_phantoms(64, 0, size), shuffle=True),
+        val_dataloaders=loader(_phantoms(32, 1, size)),
+    )
     metrics = trainer.test(task, dataloaders=loader(_phantoms(32, 2, size)), verbose=False)[0]
     assert metrics["test/rsna_map"] > 0.3, metrics

@@ -23,10 +23,12 @@ def test_class_weighted_bce_is_a_weighted_mean():
 def test_focal_with_gamma_zero_equals_bce_and_ce():
     logits, target = torch.randn(8, 1), torch.randint(0, 2, (8,))
     assert ClassificationLoss("focal", 1, focal_gamma=0.0)(logits, target).item() == pytest.approx(
-        ClassificationLoss("bce", 1)(logits, target).item(), rel=1e-5)
+        ClassificationLoss("bce", 1)(logits, target).item(), rel=1e-5
+    )
     logits3, target3 = torch.randn(8, 3), torch.randint(0, 3, (8,))
     assert ClassificationLoss("focal", 3, focal_gamma=0.0)(logits3, target3).item() == pytest.approx(
-        ClassificationLoss("ce", 3)(logits3, target3).item(), rel=1e-5)
+        ClassificationLoss("ce", 3)(logits3, target3).item(), rel=1e-5
+    )
 
 
 def test_focal_down_weights_easy_examples():
