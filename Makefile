@@ -34,7 +34,7 @@ format: install
 	$(VENV)/bin/ruff format cxr tests
 
 demo: install
-	$(PY) -m cxr.demo
+	$(PY) -m cxr.cli.demo
 
 models: install
 	$(VENV)/bin/cxr-models
@@ -62,7 +62,7 @@ PROFILE ?= smoke
 DATA_ROOT ?=
 ARGS ?=
 reproduce-tables: install
-	$(PY) -m cxr.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(ARGS)
+	$(PY) -m cxr.reporting.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(ARGS)
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

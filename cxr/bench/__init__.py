@@ -17,11 +17,12 @@ the caching allocator's reserve).
 
 Modules: :mod:`~cxr.bench.settings` (what is run), :mod:`~cxr.bench.timing`, :mod:`~cxr.bench.pipeline`,
 :mod:`~cxr.bench.models`, :mod:`~cxr.bench.fed` (sections), :mod:`~cxr.bench.targets` (ratios, targets),
-:mod:`~cxr.bench.report` (Markdown), :mod:`~cxr.bench.plot` (the figure), :mod:`~cxr.bench.cli`
+:mod:`~cxr.bench.report` (Markdown), :mod:`~cxr.bench.plot` (the figure), :mod:`~cxr.bench.run`
 (the command).
 """
 
-from cxr.bench.cli import main, run, write
+from cxr.bench.run import run, write
 from cxr.bench.settings import Settings
+from cxr.cli.bench import main
 
 __all__ = ["Settings", "main", "run", "write"]

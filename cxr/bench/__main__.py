@@ -1,5 +1,5 @@
 """``python -m cxr.bench``: see :mod:`cxr.bench`."""
 
-from cxr.bench.cli import main
+from cxr.cli.bench import main
 
 main()

@@ -14,7 +14,7 @@ import torch
 from cxr.bench.settings import Settings
 from cxr.bench.targets import config_label
 from cxr.bench.timing import PeakRSS, Placement, throughput, time_runs
-from cxr.speed import fold_batch_norm
+from cxr.inference.optimise import fold_batch_norm
 
 log = logging.getLogger(__name__)
 

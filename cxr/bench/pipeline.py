@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def load_augment(name: str) -> list:
     """The albumentations transforms of ``conf/augment/<name>.yaml``, composed as ``cxr-train`` does."""
-    from cxr.config import build_augment, compose
+    from cxr.config.compose import build_augment, compose
 
     return build_augment(compose([f"augment={name}"]).augment)
 

@@ -118,7 +118,7 @@ def markdown(result: dict, figure: str | None = None) -> str:
             "reset its high-water mark and the import-time peak hid the model's); on CUDA "
             "`max_memory_allocated`. Each row's machine is in its setting column. The `channels_last + BN "
             "folded` rows are CPU inference only, the deployable CPU path applied to plain_cnn and "
-            "depthwise_cnn alike: BatchNorm folded into the preceding conv (`cxr.speed.fold_batch_norm`) "
+            "depthwise_cnn alike: BatchNorm folded into the preceding conv (`cxr.tasks.callbacks.speed.fold_batch_norm`) "
             "and NHWC layout.",
             "",
         ]

@@ -2,7 +2,7 @@
 scaled to the network input, the detection collate function and k-fold cross-validation splits.
 
 The folder layout and the label CSVs are in :mod:`cxr.data.rsna_labels`, box frames in
-:mod:`cxr.data.boxes`, Kaggle submission files in :mod:`cxr.data.submission`.
+:mod:`cxr.data.boxes`, Kaggle submission files in :mod:`cxr.inference.submission`.
 """
 
 from __future__ import annotations

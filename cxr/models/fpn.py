@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from cxr.models.mobilenet import load_local_weights
+from cxr.models.weights import load_local_weights
 
 # Encoder output strides used by the pyramid: C2 (stride 4) only feeds the extra small-anchor level P2.
 _STRIDES_WITH_P2 = (4, 8, 16, 32)

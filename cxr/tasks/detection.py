@@ -91,6 +91,7 @@ class DetectionTask(pl.LightningModule):
         self.num_global_classes = int(model.num_global_classes)
         self.register_buffer("score_thresh", torch.tensor(math.nan))
         self.metrics = nn.ModuleDict({stage: self._stage_metrics() for stage in ("val", "test")})
+        self.confusion: dict[str, list[list[int]]] = {}  # none kept: detection reports mAP, not a matrix
 
     def _stage_metrics(self) -> nn.ModuleDict:
         metrics = nn.ModuleDict(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cxr.config import CONFIG_DIR, build_augment, compose
+from cxr.config.compose import CONFIG_DIR, build_augment, compose
 from cxr.data.rotation import RotateBoxes8, edge_points, rotate_boxes_8pt
 from cxr.data.transforms import RadiographTransform
 
@@ -150,6 +150,6 @@ def test_augmentation_never_reaches_val_or_test(ped_cxr_dir, rsna_dir, tmp_path)
 
 
 def test_throughput_benchmark_measures_each_set():
-    from cxr.data.augment_bench import measure
+    from cxr.bench.augment import measure
 
     assert measure("heavy_customrot", size=64, n=4) > 0

@@ -206,7 +206,7 @@ def test_mobilenet_loads_local_weights_exactly(tmp_path, suffix):
 
 def test_mobilenet_adapts_rgb_stem_and_skips_imagenet_head(tmp_path, caplog):
     source, path = _save_imagenet_like(tmp_path, ".pth")
-    with caplog.at_level(logging.INFO, logger="cxr.models.mobilenet"):
+    with caplog.at_level(logging.INFO, logger="cxr.models.weights"):
         model = MobileNet(in_chans=1, num_classes=1, variant=SMALL_VARIANT, pretrained_path=str(path)).eval()
     assert "classifier.weight" in caplog.text and "classifier.bias" in caplog.text
     grey = torch.randn(2, 1, 64, 64)

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from cxr.cli.models import main
 from cxr.models import DepthwiseCNN, PlainCNN
-from cxr.models.profile import count_flops, count_params, main, profile_table
+from cxr.models.profile import count_flops, count_params, profile_table
 
 
 def test_conv_flops_and_params_by_hand():

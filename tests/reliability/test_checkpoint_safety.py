@@ -10,12 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from cxr.checkpoint import CheckpointError, load_model, read_checkpoint
-from cxr.config import compose
+from cxr.cli.train import run
+from cxr.config.compose import compose
+from cxr.config.validate import ConfigError
 from cxr.data.resumable import EpochSampler, ResumableLoader
-from cxr.guards import NonFiniteGuard, ResumeCheckpoint
-from cxr.train import run
-from cxr.validate import ConfigError
+from cxr.inference.checkpoint import CheckpointError, load_model, read_checkpoint
+from cxr.tasks.callbacks.nonfinite import NonFiniteGuard
+from cxr.tasks.callbacks.resume import ResumeCheckpoint
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cxr"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import cxr.data.cache as cache
-from cxr.config import CONFIG_DIR, compose
-from cxr.train import run
-from cxr.validate import ConfigError, check_overrides, config_changes, validate_config
+from cxr.cli.train import run
+from cxr.config.compose import CONFIG_DIR, compose
+from cxr.config.validate import ConfigError, check_overrides, config_changes, validate_config
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
@@ -87,7 +87,7 @@ def test_a_typo_below_another_group_choice_is_checked_against_that_choice() -> N
 
 def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "cxr.train", "datamodule.batchsize=4"],
+        [sys.executable, "-m", "cxr.cli.train", "datamodule.batchsize=4"],
         cwd=tmp_path,
         env=ENV,
         capture_output=True,
@@ -109,7 +109,7 @@ def test_cli_missing_data_folder_is_one_line(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "cxr.train",
+            "cxr.cli.train",
             f"datamodule.data_dir='{missing}'",
             f"paths.log_dir={tmp_path / 'logs'}",
         ],
@@ -190,7 +190,10 @@ def test_a_key_the_class_does_not_take_is_named_with_the_valid_ones(
             r"which needs 3$",
         ),
         (["model.in_chans=3"], r"^model\.in_chans=3: the datamodules give 1-channel"),
-        (["guards.nonfinite=halt"], r"^guards\.nonfinite=halt: not a mode; valid: stop, skip, off$"),
+        (
+            ["callbacks.nonfinite.mode=halt"],
+            r"^callbacks\.nonfinite\.mode=halt: not a mode; valid: stop, skip, off$",
+        ),
         (
             ["datamodule.std=0"],
             r"^datamodule\.std=0: the normalisation divides by it; use a positive number$",
@@ -244,7 +247,7 @@ def test_config_changes_ignore_what_a_resume_may_change() -> None:
         "task": {"optimizer": {"lr": 3e-3}},
         "paths": {"output_dir": "/b"},
         "datamodule": {"num_workers": 0},
-        "guards": {"nonfinite": "skip"},
+        "callbacks": {"nonfinite": {"mode": "skip"}},
     }
     assert config_changes(old, new) == ["task.optimizer.lr: 0.0001 -> 0.003"]
     assert config_changes(old, old) == []

@@ -14,10 +14,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from cxr.config import compose
+from cxr.cli.train import run
+from cxr.config.compose import compose
 from cxr.data.transforms import RadiographTransform
-from cxr.guards import NonFiniteGuard, NonFiniteLossError, ResumeCheckpoint, out_of_memory_message
-from cxr.train import run
+from cxr.tasks.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
+from cxr.tasks.callbacks.resume import ResumeCheckpoint
+from cxr.tasks.memory import out_of_memory_message
 
 BAD = 13  # sample whose input is NaN: batch 3 of 8 at batch size 4
 
@@ -86,7 +88,7 @@ def test_stop_names_step_batch_and_samples_and_keeps_the_weights(tmp_path: Path)
     assert text.startswith(
         "non-finite loss (nan) at global step 3 (epoch 0, batch 3), dataset indices [12, 13, 14, 15]"
     )
-    assert "guards.nonfinite=skip" in text and "\n" not in text
+    assert "callbacks.nonfinite.mode=skip" in text and "\n" not in text
     params = dict(module.named_parameters())
     assert all(torch.equal(params[k], v) for k, v in recorder.states[2].items() if k in params)
 
@@ -105,7 +107,7 @@ def test_a_non_finite_gradient_with_a_finite_loss_also_stops(tmp_path: Path) -> 
 
 def test_skip_drops_the_step_restores_batch_norm_and_counts(tmp_path: Path, caplog) -> None:
     recorder, guard = Recorder(), NonFiniteGuard("skip")
-    with caplog.at_level(logging.WARNING, logger="cxr.guards"):
+    with caplog.at_level(logging.WARNING, logger="cxr.tasks.callbacks.nonfinite"):
         module = _fit(tmp_path, [guard, recorder], epochs=2)
     assert guard.skipped == 2  # one bad batch per epoch
     for key, value in recorder.states[3].items():  # the skipped batch changed nothing, buffers included
@@ -131,7 +133,7 @@ def test_off_lets_nan_through(tmp_path: Path) -> None:
 
 def test_bad_guard_settings() -> None:
     with pytest.raises(
-        ValueError, match=r"guards\.nonfinite must be one of \('stop', 'skip', 'off'\), got 'halt'"
+        ValueError, match=r"callbacks\.nonfinite\.mode must be one of \('stop', 'skip', 'off'\), got 'halt'"
     ):
         NonFiniteGuard("halt")
     with pytest.raises(ValueError, match="max_consecutive_skips"):
@@ -170,7 +172,12 @@ def test_guards_are_wired_through_the_config(ped_cxr_dir: Path, tmp_path: Path, 
     ):
         run(cfg)
     cfg = compose(
-        _overrides(ped_cxr_dir, tmp_path, "guards.nonfinite=skip", "guards.max_consecutive_skips=2"),
+        _overrides(
+            ped_cxr_dir,
+            tmp_path,
+            "callbacks.nonfinite.mode=skip",
+            "callbacks.nonfinite.max_consecutive_skips=2",
+        ),
         output_dir=tmp_path / "skip",
     )
     with pytest.raises(NonFiniteLossError, match="in 2 consecutive batches"):

@@ -28,13 +28,13 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from cxr.config import compose
+from cxr.cli.train import run
+from cxr.config.compose import compose
 from cxr.data.dicom import DicomReadError, read_dicom
 from cxr.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from cxr.data.ped_cxr import PedChestXrayDataModule
 from cxr.data.rsna import RSNADataModule
 from cxr.data.rsna_labels import read_annotations
-from cxr.train import run
 
 UNUSUAL = "dätä sets/chest x-ray ü 肺"  # spaces and non-ASCII in every folder name
 

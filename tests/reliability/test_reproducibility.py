@@ -10,9 +10,9 @@ import albumentations as A
 import pytest
 import torch
 
-from cxr.config import compose
+from cxr.cli.train import run
+from cxr.config.compose import compose
 from cxr.data.ped_cxr import PedChestXrayDataModule
-from cxr.train import run
 
 AUGMENT = [A.Affine(rotate=(-20, 20), scale=(0.9, 1.1), p=1.0), A.HorizontalFlip(p=0.5)]
 

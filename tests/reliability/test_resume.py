@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr.config import compose
+from cxr.cli.train import run
+from cxr.config.compose import compose
 from cxr.data.resumable import EpochSampler, ResumableLoader, split_key
-from cxr.guards import rng_states, set_rng_states
-from cxr.train import run
+from cxr.tasks.callbacks.resume import rng_states, set_rng_states
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
 # cxr-train with an extra callback that kills the process (no cleanup, like SIGKILL) at a given step
@@ -34,7 +34,7 @@ class Crash(pl.Callback):
         if trainer.global_step == self.at_step:
             os._exit(3)
 
-from cxr.train import main
+from cxr.cli.train import main
 sys.argv = ["cxr-train", *sys.argv[1:]]
 main()
 """
@@ -162,7 +162,7 @@ def _overrides(data_dir: Path, tmp_path: Path) -> list[str]:
 
 
 def _cli(args: list[str], cwd: Path, script: str | None = None) -> subprocess.CompletedProcess:
-    head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "cxr.train"]
+    head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "cxr.cli.train"]
     return subprocess.run([*head, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
 
 
@@ -210,7 +210,7 @@ def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_ru
     assert len(epochs(tmp_path / "a")) == 2 and epochs(folder) == epochs(tmp_path / "a")
 
     # a finished run re-run in its folder trains no further; a changed setting is pointed out
-    with caplog.at_level(logging.WARNING, logger="cxr.train"):
+    with caplog.at_level(logging.WARNING, logger="cxr.cli.train"):
         run(compose([*overrides, "task.optimizer.lr=1e-2"], output_dir=tmp_path / "a"))
     assert _results(json.loads((tmp_path / "a" / "metrics.json").read_text())) == _results(uninterrupted)
     assert (

@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cxr.checkpoint import read_checkpoint
 from cxr.data.rsna import collate_detection
 from cxr.data.transforms import RadiographTransform
+from cxr.inference.checkpoint import read_checkpoint
 from cxr.models.retinanet import RetinaNet, default_anchor_sizes
 from cxr.synth.phantom import chest_phantom, lung_boxes
 from cxr.tasks.detection import DetectionTask

@@ -1,0 +1,1 @@
+"""Config composition, validation, run identity and the sweep summary."""

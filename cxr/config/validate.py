@@ -1,0 +1,305 @@
+"""Config checks before any data is read; each failure is one line: the key, what is wrong, what is valid.
+
+- :func:`check_overrides` looks at a ``cxr-train`` command line before Hydra does: an unknown config
+  name (``model=resnet``) or a key that does not exist (``datamodule.batchsize=4``) gets the valid
+  names and the nearest match, instead of Hydra's advice to append the key with ``+``.
+- :func:`validate_config` looks at a composed config: every ``_target_`` imports and takes exactly
+  the keys given (no silently ignored typos), the data folder exists, the model fits the labels, the
+  guard settings are known and an explicit ``ckpt_path`` exists.
+- :func:`config_changes` lists what differs from the config a run folder was started with.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cxr.config.compose import CONFIG_DIR
+from cxr.config.runs import IGNORED_KEYS, flatten
+
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
+# arguments train.py passes at instantiate time, so configs do not (and must not) name them
+INJECTED = {
+    "datamodule": {"augment"},
+    "task": {"model"},
+    "trainer": {"callbacks", "logger", "default_root_dir"},
+}
+# a run continued in its folder may also change these: they extend or shorten it, or skip a stage
+RESUMABLE_CHANGES = (*IGNORED_KEYS, "train", "test", "trainer.max_epochs", "trainer.max_steps")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, in one line naming the key, the problem and the valid choices."""
+
+
+def _nearest(word: str, choices: Sequence[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _groups(config_dir: Path) -> list[str]:
+    return sorted(p.name for p in config_dir.iterdir() if p.is_dir())
+
+
+def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _missing_key(tree: Any, key: str) -> str | None:
+    """Why dotted ``key`` is not in the plain ``tree``, or None when it is (or sits below a list)."""
+    node, parts = tree, key.split(".")
+    for depth, part in enumerate(parts):
+        parent = ".".join(parts[:depth]) or "the top level"
+        if isinstance(node, list):
+            return None
+        if not isinstance(node, dict):
+            return f"{key}: {parent} is a single value, not a group of keys"
+        if part not in node:
+            valid = sorted(str(k) for k in node if k not in HYDRA_KEYS)
+            return (
+                f"{key}: no such key{_nearest(part, valid)}; keys of {parent}: {', '.join(valid) or '(none)'}"
+            )
+        node = node[part]
+    return None
+
+
+def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> None:
+    """Compose a command line's overrides (the first value of each sweep) and explain what fails.
+
+    Command lines with flags other than ``-m``/``--multirun`` (``--help``, ``--cfg``, ``-cn`` ...) and
+    ``hydra.*`` overrides are left to Hydra.
+
+    Raises:
+        ConfigError: an unknown config group option or key, in one line.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, MissingConfigException
+
+    words = [a for a in args if a not in ("-m", "--multirun")]
+    if any(a.startswith("-") for a in words):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(words)
+    except HydraException:
+        return  # syntax errors: Hydra's own message points at the character
+    groups, selections, values = _groups(config_dir), [], []
+    for o in parsed:
+        if o.key_or_group.split("/")[0].split(".")[0] == "hydra":
+            continue
+        try:
+            choices = (
+                list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            )
+        except HydraException:
+            continue  # interval sweeps and the like: nothing to enumerate
+        if not choices:
+            continue
+        is_group = o.key_or_group in groups
+        if is_group and not o.is_delete():  # every value of a sweep, not only the first
+            options = sorted(p.stem for p in (config_dir / o.key_or_group).glob("*.yaml"))
+            for choice in choices:
+                if choice not in options and choice != "null":
+                    raise ConfigError(
+                        f"{o.key_or_group}={choice}: no such config{_nearest(choice, options)}; "
+                        f"valid: {', '.join(options) or '(none yet)'}"
+                    )
+        line = f"{o.get_key_element()}={choices[0]}" if o.is_sweep_override() else o.input_line
+        (selections if is_group else values).append((o, line))
+    try:
+        _compose(config_dir, config_name, [line for _, line in selections + values])
+        return
+    except MissingConfigException as err:
+        group, _, name = str(err.missing_cfg_file or "").rpartition("/")
+        options = sorted(err.options or []) or sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        raise ConfigError(
+            f"{group or 'config'}={name}: no such config{_nearest(name, options)}; valid: "
+            f"{', '.join(options) or '(none yet)'}"
+        ) from None
+    except HydraException as err:
+        failure = " ".join(str(err).split())
+    chosen = _compose(config_dir, config_name, [line for _, line in selections])
+    tree = OmegaConf.to_container(chosen, resolve=False)
+    for o, _ in values:
+        if not (o.is_add() or o.is_force_add()) and (problem := _missing_key(tree, o.key_or_group)):
+            raise ConfigError(problem)
+    raise ConfigError(failure)
+
+
+def _targets(node: Any, path: str) -> Iterator[tuple[dict, str]]:
+    """Every mapping with a ``_target_`` in a plain config tree, with its dotted path."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield node, path
+        for key, child in node.items():
+            if key not in HYDRA_KEYS:
+                yield from _targets(child, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _targets(child, f"{path}.{i}")
+
+
+def _locate(target: str) -> Any:
+    """The object a dotted ``_target_`` names (the longest importable module prefix, then attributes)."""
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and (name == err.name or name.startswith(f"{err.name}.")):
+                continue  # no such module: the rest of the name may be attributes
+            raise  # the module exists but needs a package that is not installed
+        for depth, attr in enumerate(parts[i:], start=i):
+            if not hasattr(obj, attr):
+                owner = ".".join(parts[:depth])
+                choices = [a for a in dir(obj) if not a.startswith("_")]
+                raise ImportError(f"{owner} has no {attr!r}{_nearest(attr, choices)}")
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(f"no module named {parts[0]!r}")
+
+
+def _check_target(node: dict, path: str, injected: set[str]) -> None:
+    target = str(node["_target_"])
+    try:
+        obj = _locate(target)
+    except Exception as err:
+        raise ConfigError(f"{path}._target_: cannot import {target!r} ({err})") from None
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return  # builtins without a signature
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return  # takes anything; the object checks its own keywords
+    accepted = [name for name, p in params.items() if p.kind is not p.VAR_POSITIONAL]
+    given = [str(k) for k in node if k not in HYDRA_KEYS]
+    valid = sorted(set(accepted) - injected)
+    for key in given:
+        if key not in accepted or key in injected:
+            why = "is set by cxr-train itself" if key in injected else "is not an argument of " + target
+            raise ConfigError(f"{path}.{key}: {why}{_nearest(key, valid)}; valid keys: {', '.join(valid)}")
+    if not node.get("_partial_"):
+        missing = [
+            n
+            for n, p in params.items()
+            if p.default is p.empty
+            and n not in given
+            and n not in injected
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if missing:
+            raise ConfigError(f"{path}: {target} needs {', '.join(missing)}, which the config does not set")
+
+
+def _layout(datamodule: dict) -> str:
+    """The datamodule class's ``LAYOUT`` (its expected folder layout) as one line, or ""."""
+    try:
+        layout = getattr(_locate(str(datamodule["_target_"])), "LAYOUT", "")
+    except Exception:
+        return ""
+    lines = [" ".join(line.split()) for line in str(layout).splitlines() if line.strip()]
+    return f"; {lines[0]} {', '.join(lines[1:])}".rstrip() if lines else ""
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check a composed ``cxr-train`` config without instantiating anything or reading data.
+
+    Cheap checks come first (data folder, settings), then every ``_target_`` is imported and its
+    signature compared with the keys given.
+
+    Raises:
+        ConfigError: the first problem found, in one line.
+    """
+    tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=False)
+    if cfg.get("train", True) or cfg.get("test", True):
+        _check_data_dir(cfg, tree.get("datamodule") or {})
+    _check_checkpoint(cfg.get("ckpt_path"))
+    mode = OmegaConf.select(cfg, "callbacks.nonfinite.mode", default=None)
+    if mode is not None:
+        from cxr.tasks.callbacks.nonfinite import NONFINITE_MODES
+
+        if mode not in NONFINITE_MODES:
+            raise ConfigError(
+                f"callbacks.nonfinite.mode={mode}: not a mode{_nearest(str(mode), NONFINITE_MODES)}; "
+                f"valid: {', '.join(NONFINITE_MODES)}"
+            )
+    labels, n_classes = OmegaConf.select(cfg, "datamodule.labels"), OmegaConf.select(cfg, "model.num_classes")
+    fits = {"binary": (1, 2), "three_class": (3,)}
+    if labels in fits and n_classes is not None and n_classes not in fits[labels]:
+        raise ConfigError(
+            f"model.num_classes={n_classes} does not fit datamodule.labels={labels}, which needs "
+            f"{' or '.join(map(str, fits[labels]))}"
+        )
+    mean, std = OmegaConf.select(cfg, "datamodule.mean"), OmegaConf.select(cfg, "datamodule.std")
+    if std is not None and not (isinstance(std, int | float) and math.isfinite(std) and std > 0):
+        raise ConfigError(f"datamodule.std={std}: the normalisation divides by it; use a positive number")
+    if mean is not None and not (isinstance(mean, int | float) and math.isfinite(mean)):
+        raise ConfigError(f"datamodule.mean={mean}: use a finite number")
+    in_chans = OmegaConf.select(cfg, "model.in_chans")
+    if in_chans is not None and in_chans != 1:
+        raise ConfigError(
+            f"model.in_chans={in_chans}: the datamodules give 1-channel (grayscale) images; use 1"
+        )
+    for group in ("datamodule", "model", "task", "trainer", "logger", "callbacks"):
+        for node, path in _targets(tree.get(group), group):
+            _check_target(node, path, INJECTED.get(group, set()) if path == group else set())
+    _check_augment(cfg)
+
+
+def _check_augment(cfg: DictConfig) -> None:
+    from cxr.config.compose import build_augment
+
+    try:
+        build_augment(cfg.get("augment"))
+    except ValueError as err:
+        raise ConfigError(" ".join(str(err).split())) from None
+
+
+def _check_data_dir(cfg: DictConfig, datamodule: dict) -> None:
+    if "data_dir" not in datamodule:
+        return
+    try:
+        data_dir = Path(str(cfg.datamodule.data_dir))
+    except Exception as err:  # an interpolation that does not resolve
+        raise ConfigError(f"datamodule.data_dir: cannot resolve {datamodule['data_dir']!r} ({err})") from None
+    if not data_dir.is_dir():
+        state = "is not a folder" if data_dir.exists() else "does not exist"
+        raise ConfigError(
+            f"datamodule.data_dir={data_dir} {state} (set datamodule.data_dir=<folder> or $CXR_DATA)"
+            f"{_layout(datamodule)}"
+        )
+
+
+def _check_checkpoint(ckpt_path: Any) -> None:
+    # whether it loads safely is checked by cxr.cli.train just before resuming, once "last" is resolved
+    if ckpt_path in (None, "last"):
+        return
+    path = Path(str(ckpt_path))
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={path}: no such file; use a checkpoint file, 'last' (the run folder's "
+            "checkpoints/last.ckpt) or null"
+        )
+
+
+def config_changes(old: Mapping, new: Mapping) -> list[str]:
+    """``key: old -> new`` for every value that differs, ignoring :data:`RESUMABLE_CHANGES`."""
+    a, b = flatten(old), flatten(new)
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        name = key.rstrip(".")
+        if any(name == k or name.startswith(f"{k}.") for k in RESUMABLE_CHANGES):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            changes.append(f"{name}: {a.get(key, '<absent>')} -> {b.get(key, '<absent>')}")
+    return changes

@@ -1,0 +1,395 @@
+"""``cxr-predict``: run trained checkpoints (one, or an ensemble of folds and epochs) on new images.
+
+No Hydra config is needed: each checkpoint carries its model, input size, normalisation and tuned
+thresholds (:mod:`cxr.inference.members`); ``postprocess.json`` beside the checkpoints (written by
+``cxr-tune``) supplies the ensemble's NMS and score thresholds, box-size method and decision
+threshold, and command-line values win over both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from cxr.cli.common import boolean, exit_on_error, expand, parse_command
+from cxr.inference.inputs import INPUT_SUFFIXES, prepare, read_input
+from cxr.inference.members import Member, classify, detect
+from cxr.inference.postprocess import adjust_box_sizes, average_probabilities, ensemble_detections
+from cxr.inference.postprocess.settings import PostprocessSettings, find_settings
+
+log = logging.getLogger(__name__)
+
+USAGE = """\
+usage: cxr-predict ckpt=PATH [ckpt=PATH ...] input=DIR_OR_FILE [input=...] out=DIR [key=value ...]
+
+Runs one checkpoint, or an ensemble (repeat ckpt=, or a quoted glob such as
+ckpt='runs/*/checkpoints/epoch*.ckpt'; last.ckpt is the resume point, usually a copy of the last
+epoch), on JPEG, PNG or DICOM files (folders are searched recursively) and writes to out=DIR:
+  classification  predictions.csv: file, probability (of pneumonia), label (1 = pneumonia at the
+                  threshold), class, prob_<class> ..., error
+  detection       predictions.csv: file, score, x, y, width, height (original pixels), prob_<class> ...,
+                  error (one row per box; a file without boxes gets one row with empty box fields);
+                  submission.csv in the RSNA challenge format (patientId = file name without suffix)
+  settings.json   the checkpoints and post-processing used
+An unreadable file gets a row with its error; the others go on.
+
+options:
+  device=auto|cpu|cuda[:N]   batch_size=8   overlays=false (PNGs in out/overlays: boxes, or Grad-CAM heat
+                             maps for classifiers)
+  postprocess=auto|none|PATH  post-processing file; auto: postprocess.json in the checkpoints' folder or up
+                             to two folders above it (written by cxr-tune)
+  detection:       nms=IOU  score=MIN_SCORE  score_mode=mean|max  box_size=none|shrink|percentile
+                   shrink=0.875  scale=1.6 (percentile method)
+  classification:  threshold=P (decision threshold on the pneumonia probability)
+"""
+
+
+def list_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files to predict on: files as given, folders searched recursively for JPEG/PNG/DICOM
+    (other files there are counted in a warning)."""
+    files: list[Path] = []
+    for item in expand([str(i) for i in inputs]):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
+            images = [p for p in found if p.suffix.lower() in INPUT_SUFFIXES]
+            if len(images) < len(found):
+                log.warning(
+                    "%s: ignored %d file(s) without an image suffix %s",
+                    item,
+                    len(found) - len(images),
+                    sorted(INPUT_SUFFIXES),
+                )
+            files.extend(images)
+        elif item.exists():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    if not files:
+        raise FileNotFoundError(f"no image files in {', '.join(map(str, inputs))}")
+    return files
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def resolve_settings(
+    members: Sequence[Member], postprocess: str = "auto", **overrides: Any
+) -> tuple[PostprocessSettings, str]:
+    """The post-processing to predict with and where it came from: the members' own values, then
+    ``postprocess.json`` (``postprocess="auto"`` finds it, ``"none"`` ignores it, else a path), then
+    ``overrides`` (``None`` values ignored)."""
+    task = members[0].task
+    if task == "detection":
+        tuned = _mean([m.score_thresh for m in members])
+        if tuned is None:
+            log.warning(
+                "no tuned score threshold in the checkpoints (validation never ran) and none given: "
+                "using 0.5; run cxr-tune or pass score="
+            )
+        base = PostprocessSettings(
+            task,
+            nms_thresh=float(members[0].meta["model_kwargs"].get("nms_thresh", 0.5)),
+            score_thresh=0.5 if tuned is None else tuned,
+        )
+    else:
+        threshold = _mean([m.decision_threshold for m in members])
+        base = PostprocessSettings(task, decision_threshold=0.5 if threshold is None else threshold)
+    source = "checkpoints"
+    path = (
+        None
+        if postprocess == "none"
+        else find_settings([m.path for m in members])
+        if postprocess == "auto"
+        else Path(postprocess)
+    )
+    if path is not None:
+        loaded = PostprocessSettings.load(path)
+        if loaded.task != task:
+            raise ValueError(f"{path}: settings for {loaded.task}, but the checkpoints are {task} models")
+        base, source = (
+            base.replace(**dataclasses.asdict(loaded)),
+            str(path),
+        )  # its nulls keep the members' values
+        log.info("post-processing from %s", path)
+    changed = {k: v for k, v in overrides.items() if v is not None}
+    if changed:
+        source += " + command line " + ", ".join(f"{k}={v}" for k, v in changed.items())
+    return base.replace(**changed), source
+
+
+def _column(name: str) -> str:
+    """``prob_`` + the class name in lower case with runs of other characters as one ``_``."""
+    return "prob_" + re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def _decode(files: Sequence[Path], hints: Sequence[int | None]) -> tuple[dict, dict[Path, str]]:
+    """Decode each file once per size hint; unreadable files go to the errors, named with their message."""
+    images, errors = {}, {}
+    for path in files:
+        for hint in hints:
+            try:
+                images[path, hint] = read_input(path, size_hint=hint)
+            except Exception as err:  # any decoder failure is this file's problem, reported in its row
+                message = str(err) or type(err).__name__
+                errors[path] = message if str(path) in message else f"{path}: {message}"
+                break
+    return images, errors
+
+
+def _key(member: Member) -> tuple:
+    return member.image_size, member.mean, member.std
+
+
+def _detection_rows(members, settings, files, images, overlay_dir):
+    decoded = [images[f, None] for f in files]
+    sizes = torch.tensor([img.shape[:2] for img in decoded])
+    inputs = {k: torch.stack([prepare(img, *k) for img in decoded]) for k in {_key(m) for m in members}}
+    per_image: list[list[dict]] = [[] for _ in files]
+    global_probs = []
+    for member in members:
+        dets, probs = detect(member, inputs[_key(member)], sizes)
+        for i, det in enumerate(dets):
+            per_image[i].append(det)
+        if probs is not None:
+            global_probs.append(probs)
+    probs = average_probabilities(global_probs) if global_probs else None
+    names = [_column(c) for c in members[0].class_names]
+    rows, kept = [], {}
+    for i, (path, img) in enumerate(zip(files, decoded, strict=True)):
+        merged = ensemble_detections(per_image[i], settings.nms_thresh, settings.score_mode)
+        keep = merged["scores"] >= settings.score_thresh
+        merged = {k: v[keep] for k, v in merged.items()}
+        boxes = adjust_box_sizes(merged, settings.box_size, settings.shrink, settings.percentile_scale)
+        h, w = img.shape[:2]
+        boxes = torch.stack(
+            [
+                boxes[:, 0].clamp(0, w),
+                boxes[:, 1].clamp(0, h),
+                boxes[:, 2].clamp(0, w),
+                boxes[:, 3].clamp(0, h),
+            ],
+            dim=1,
+        )
+        kept[path] = {"boxes": boxes, "scores": merged["scores"]}
+        extra = {} if probs is None else dict(zip(names, probs[i].tolist(), strict=True))
+        for (x1, y1, x2, y2), score in zip(boxes.tolist(), merged["scores"].tolist(), strict=True):
+            rows.append(
+                {
+                    "file": str(path),
+                    "score": score,
+                    "x": x1,
+                    "y": y1,
+                    "width": x2 - x1,
+                    "height": y2 - y1,
+                    **extra,
+                }
+            )
+        if not len(boxes):
+            rows.append({"file": str(path), **extra})
+        if overlay_dir is not None:
+            from cxr.inference.overlays import draw_boxes, save_png
+
+            save_png(draw_boxes(img, boxes, merged["scores"]), _overlay_path(overlay_dir, path))
+    return rows, kept
+
+
+def _classification_rows(members, settings, files, images, overlay_dir):
+    names, rows, probs = members[0].class_names, [], []
+    for member in members:
+        decoded = [images[f, member.image_size] for f in files]
+        probs.append(classify(member, torch.stack([prepare(img, *_key(member)) for img in decoded])))
+    probs = average_probabilities(probs)
+    p_pneumonia = 1 - probs[:, 0]
+    for i, path in enumerate(files):
+        label = int(p_pneumonia[i] >= settings.decision_threshold)
+        cls = (
+            int(probs[i, 1:].argmax()) + 1 if label else 0
+        )  # below the threshold: normal; else the likeliest kind
+        extra = (
+            {_column(n): p for n, p in zip(names, probs[i].tolist(), strict=True)} if len(names) > 2 else {}
+        )
+        rows.append(
+            {
+                "file": str(path),
+                "probability": float(p_pneumonia[i]),
+                "label": label,
+                "class": names[cls],
+                **extra,
+            }
+        )
+    if overlay_dir is not None:
+        _heatmaps(members, files, images, probs, overlay_dir)
+    return rows, {}
+
+
+def _heatmaps(members, files, images, probs, overlay_dir):
+    from cxr.inference.overlays import draw_heatmap, grad_cam, save_png
+
+    # the most probable pneumonia class of each image: where its evidence lies
+    target = (probs[:, 1:].argmax(dim=1)).tolist() if probs.shape[1] > 2 else [0] * len(files)
+    heat = 0
+    for member in members:
+        decoded = [images[f, member.image_size] for f in files]
+        batch = torch.stack([prepare(img, *_key(member)) for img in decoded]).to(member.device)
+        index = target if member.model.num_classes == 1 else [t + 1 for t in target]
+        heat = heat + grad_cam(member.model, batch, index) / len(members)
+    for i, path in enumerate(files):
+        save_png(draw_heatmap(images[path, members[0].image_size], heat[i]), _overlay_path(overlay_dir, path))
+
+
+def _overlay_path(folder: Path, source: Path) -> Path:
+    path = folder / f"{source.stem}.png"
+    n = 1
+    while path.exists():  # same name in another input folder
+        path = folder / f"{source.stem}_{n}.png"
+        n += 1
+    return path
+
+
+def run_prediction(
+    members: Sequence[Member],
+    files: Sequence[Path],
+    out: str | Path,
+    settings: PostprocessSettings,
+    batch_size: int = 8,
+    overlays: bool = False,
+) -> pd.DataFrame:
+    """Predict on ``files`` with the ensemble of ``members`` and write ``out/predictions.csv`` (and, for
+    detection, ``out/submission.csv``; with ``overlays``, PNGs in ``out/overlays``). Returns the
+    predictions table. Unreadable files get a row with their ``error``; the rest go on."""
+    from cxr.inference.submission import write_submission
+
+    out = Path(out)
+    overlay_dir = out / "overlays" if overlays else None
+    if overlay_dir is not None:
+        overlay_dir.mkdir(parents=True, exist_ok=True)
+    detection = members[0].task == "detection"
+    hints = [None] if detection else sorted({m.image_size for m in members})
+    rows, kept, errors = [], {}, {}
+    with tqdm(total=len(files), desc="cxr-predict", unit="img") as bar:
+        for start in range(0, len(files), batch_size):
+            chunk = list(files[start : start + batch_size])
+            images, failed = _decode(chunk, hints)
+            errors.update(failed)
+            readable = [f for f in chunk if f not in failed]
+            if readable:
+                make = _detection_rows if detection else _classification_rows
+                new_rows, new_kept = make(members, settings, readable, images, overlay_dir)
+                rows.extend(new_rows)
+                kept.update(new_kept)
+            rows.extend({"file": str(f), "error": failed[f]} for f in chunk if f in failed)
+            bar.update(len(chunk))
+    columns = (
+        ["file", "score", "x", "y", "width", "height"]
+        if detection
+        else ["file", "probability", "label", "class"]
+    )
+    table = pd.DataFrame(rows)
+    table = table.reindex(
+        columns=[*columns, *[c for c in table.columns if c not in columns and c != "error"], "error"]
+    )
+    table["error"] = table["error"].astype(object).fillna("")
+    if "label" in table:
+        table["label"] = table["label"].astype("Int64")  # stays an integer beside the empty rows of errors
+    table.to_csv(out / "predictions.csv", index=False)
+    if errors:
+        log.warning(
+            "%d of %d file(s) could not be read; see the error column of %s",
+            len(errors),
+            len(files),
+            out / "predictions.csv",
+        )
+    if detection:
+        by_patient = {}
+        for path, pred in kept.items():
+            by_patient.setdefault(path.stem, pred)
+        if len(by_patient) < len(kept):
+            log.warning(
+                "%d file(s) share a name with another (patientId = file name): only the first of each is "
+                "in submission.csv",
+                len(kept) - len(by_patient),
+            )
+        if errors:
+            log.warning("%d unreadable file(s) are left out of submission.csv", len(errors))
+        write_submission(by_patient, out / "submission.csv")
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``cxr-predict`` (exits with a one-line error on bad arguments or checkpoints)."""
+    from cxr.inference.members import load_members, resolve_device
+
+    args = parse_command(
+        argv,
+        "cxr-predict",
+        USAGE,
+        {
+            "ckpt": str,
+            "input": str,
+            "out": Path,
+            "device": str,
+            "batch_size": int,
+            "overlays": boolean,
+            "postprocess": str,
+            "nms": float,
+            "score": float,
+            "score_mode": str,
+            "box_size": str,
+            "shrink": float,
+            "scale": float,
+            "threshold": float,
+        },
+        required=("ckpt", "input", "out"),
+        repeated=("ckpt", "input"),
+    )
+    with exit_on_error("cxr-predict"):
+        members = load_members(expand(args["ckpt"]), resolve_device(args.get("device", "auto")))
+        files = list_inputs(args["input"])
+        settings, source = resolve_settings(
+            members,
+            args.get("postprocess", "auto"),
+            nms_thresh=args.get("nms"),
+            score_thresh=args.get("score"),
+            score_mode=args.get("score_mode"),
+            box_size=args.get("box_size"),
+            shrink=args.get("shrink"),
+            percentile_scale=args.get("scale"),
+            decision_threshold=args.get("threshold"),
+        )
+    out = Path(args["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(
+        json.dumps(
+            {
+                "checkpoints": [str(m.path) for m in members],
+                "source": source,
+                "postprocess": dataclasses.asdict(settings),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    run_prediction(
+        members,
+        files,
+        out,
+        settings,
+        batch_size=args.get("batch_size", 8),
+        overlays=args.get("overlays", False),
+    )
+    log.info("predictions written to %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""``cxr-tune``: choose post-processing on validation predictions and store it beside the checkpoints.
+
+Each checkpoint predicts on its own validation split (the datamodule settings saved in it, with the
+given ``data_dir``), so every image is scored only by checkpoints that never trained on it: the
+out-of-fold predictions of a k-fold ensemble. Detection: the ensemble's NMS IoU threshold and score
+threshold are swept for the best RSNA mAP (:func:`cxr.inference.postprocess.sweep_nms`), also per epoch for the
+paper's Fig. 8; classification: the decision threshold for the best F1 or a target recall.
+Writes ``postprocess.json`` (read by ``cxr-predict``), and for detection ``nms_sweep.csv`` and
+``nms_sweep.png``, to ``out`` (default: the checkpoints' common folder).
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cxr.cli.common import exit_on_error, expand, floats, parse_command
+from cxr.inference.members import Member, classify, detect, load_members, resolve_device
+from cxr.inference.postprocess import (
+    PostprocessSettings,
+    adjust_box_sizes,
+    average_probabilities,
+    best_thresholds,
+    choose_decision_threshold,
+    ensemble_images,
+    plot_nms_sweep,
+    settings_folder,
+    sweep_nms,
+)
+
+log = logging.getLogger(__name__)
+
+NMS_GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(11))  # 0.2 .. 0.7
+SCORE_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
+
+USAGE = f"""\
+usage: cxr-tune ckpt=PATH [ckpt=PATH ...] data_dir=DIR [out=DIR] [key=value ...]
+
+Chooses post-processing on the checkpoints' validation splits (out-of-fold for k-fold runs) and writes
+postprocess.json to out (default: the checkpoints' common folder), where cxr-predict finds it.
+
+options:
+  device=auto|cpu|cuda[:N]  batch_size=N  num_workers=N  cache_dir=DIR   (datamodule overrides)
+  detection:       nms={",".join(map(str, NMS_GRID))}
+                   scores={",".join(map(str, SCORE_GRID))}
+                   score_mode=mean|max  box_size=shrink|none|percentile  shrink=0.875  scale=1.6
+                   (box size is stored, not tuned: the challenge's test boxes were drawn tighter than its
+                   training boxes, so validation cannot choose it; its validation mAP is reported)
+  classification:  target_recall=R   (default: the threshold with the best F1)
+"""
+
+
+def _datamodule(member: Member, data_dir: Path, overrides: dict):
+    if member.task == "detection":
+        from cxr.data.rsna import RSNADataModule as cls
+    else:
+        from cxr.data.ped_cxr import PedChestXrayDataModule as cls
+    accepted = inspect.signature(cls).parameters
+    kwargs = {k: v for k, v in {**member.meta["datamodule"], **overrides}.items() if k in accepted}
+    dm = cls(data_dir=data_dir, **kwargs)
+    dm.setup("validate")
+    return dm
+
+
+def _loader(member: Member, data_dir: Path, overrides: dict, cache: dict):
+    key = repr(sorted({**member.meta["datamodule"], **overrides}.items()))
+    if key not in cache:
+        cache[key] = _datamodule(member, data_dir, overrides)
+    return cache[key]
+
+
+def detection_predictions(members: Sequence[Member], data_dir: str | Path, **overrides) -> tuple[dict, dict]:
+    """Out-of-fold raw detections: ``({patientId: [(member index, detections)]}, {patientId: target})``,
+    boxes x1y1x2y2 in original pixels."""
+    from cxr.data.boxes import to_original
+
+    predictions, targets, cache = defaultdict(list), {}, {}
+    for k, member in enumerate(members):
+        dm = _loader(member, Path(data_dir), overrides, cache)
+        for batch in tqdm(dm.val_dataloader(), desc=f"validation {member.path.name}", unit="batch"):
+            dets, _ = detect(member, batch["image"], batch["orig_size"])
+            for pid, det, boxes, size in zip(
+                batch["patient_id"], dets, batch["boxes"], batch["orig_size"], strict=True
+            ):
+                predictions[pid].append((k, det))
+                targets[pid] = {"boxes": to_original(boxes, size, member.image_size)}
+    return dict(predictions), targets
+
+
+def _sweep(predictions: dict, targets: dict, members: Sequence[int], nms, scores, score_mode):
+    ids = [p for p in targets if any(k in members for k, _ in predictions[p])]
+    preds = [[d for k, d in predictions[p] if k in members] for p in ids]
+    return sweep_nms(preds, [targets[p] for p in ids], nms, scores, score_mode), ids, preds
+
+
+def tune_detection(
+    members: Sequence[Member],
+    data_dir: str | Path,
+    out: Path,
+    nms_thresholds=NMS_GRID,
+    score_thresholds=SCORE_GRID,
+    settings: PostprocessSettings | None = None,
+    **overrides,
+) -> PostprocessSettings:
+    """Sweep NMS and score thresholds on out-of-fold predictions; write ``nms_sweep.csv``/``.png``."""
+    from cxr.metrics import rsna_map
+
+    settings = settings or PostprocessSettings("detection")
+    predictions, targets = detection_predictions(members, data_dir, **overrides)
+    table, ids, preds = _sweep(
+        predictions, targets, range(len(members)), nms_thresholds, score_thresholds, settings.score_mode
+    )
+    best = best_thresholds(table)
+    epochs = sorted({m.epoch for m in members if m.epoch is not None})
+    per_epoch = {
+        e: _sweep(
+            predictions,
+            targets,
+            [k for k, m in enumerate(members) if m.epoch == e],
+            nms_thresholds,
+            score_thresholds,
+            settings.score_mode,
+        )[0]
+        for e in epochs
+    }
+    for e, t in per_epoch.items():
+        table = table.merge(
+            t.rename(columns={"rsna_map": f"rsna_map_epoch{e}", "boxes_per_image": f"boxes_epoch{e}"}),
+            on=["nms_thresh", "score_thresh"],
+            how="left",
+        )
+    table.to_csv(out / "nms_sweep.csv", index=False)
+    plot_nms_sweep(per_epoch or {"all": table}, out / "nms_sweep.png")
+    merged = ensemble_images(preds, best["nms_thresh"], settings.score_mode)
+    by_method = {}
+    for method in ("none", "shrink", "percentile"):
+        kept = [{k: v[d["scores"] >= best["score_thresh"]] for k, v in d.items()} for d in merged]
+        boxes = [adjust_box_sizes(d, method, settings.shrink, settings.percentile_scale) for d in kept]
+        by_method[method] = rsna_map(
+            [{"boxes": b, "scores": d["scores"]} for b, d in zip(boxes, kept, strict=True)],
+            [targets[p] for p in ids],
+        )
+    return settings.replace(
+        nms_thresh=best["nms_thresh"],
+        score_thresh=best["score_thresh"],
+        chosen_on={
+            "data": str(data_dir),
+            "images": len(ids),
+            "predictions": "out-of-fold validation",
+            "objective": "RSNA challenge mAP",
+            "rsna_map": best["rsna_map"],
+            "rsna_map_by_box_size": by_method,
+            "checkpoints": [str(m.path) for m in members],
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        },
+    )
+
+
+def tune_classification(
+    members: Sequence[Member], data_dir: str | Path, target_recall: float | None = None, **overrides
+) -> PostprocessSettings:
+    """Decision threshold on the members' averaged validation probabilities (best F1 or ``target_recall``)."""
+    probs, labels, cache = defaultdict(list), {}, {}
+    for member in members:
+        dm = _loader(member, Path(data_dir), overrides, cache)
+        files = dm.splits["val"]
+        for batch in tqdm(dm.val_dataloader(), desc=f"validation {member.path.name}", unit="batch"):
+            p = classify(member, batch["image"])
+            for i, index in enumerate(batch["index"].tolist()):
+                probs[files[index]].append(p[i : i + 1])
+                labels[files[index]] = int(batch["label"][i])
+    files = sorted(probs)
+    mean = torch.cat([average_probabilities(probs[f]) for f in files])
+    chosen = choose_decision_threshold(1 - mean[:, 0], np.array([labels[f] for f in files]), target_recall)
+    return PostprocessSettings(
+        "classification",
+        decision_threshold=chosen["threshold"],
+        chosen_on={
+            "data": str(data_dir),
+            "images": len(files),
+            "predictions": "validation split",
+            "objective": f"recall >= {target_recall}" if target_recall is not None else "best F1",
+            **chosen,
+            "checkpoints": [str(m.path) for m in members],
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        },
+    )
+
+
+def tune_thresholds(
+    checkpoints: Sequence[str | Path],
+    data_dir: str | Path,
+    out: str | Path | None = None,
+    device: str = "auto",
+    **options,
+) -> PostprocessSettings:
+    """Python API of ``cxr-tune``: returns the settings written to ``out/postprocess.json``.
+
+    ``options``: ``nms_thresholds``, ``score_thresholds``, ``settings`` (detection),
+    ``target_recall`` (classification), and datamodule overrides (``batch_size``, ``num_workers``, ...).
+    """
+    members = load_members(checkpoints, resolve_device(device))
+    out = Path(out) if out is not None else settings_folder(checkpoints)
+    out.mkdir(parents=True, exist_ok=True)
+    if members[0].task == "detection":
+        settings = tune_detection(members, data_dir, out, **options)
+    else:
+        settings = tune_classification(members, data_dir, **options)
+    path = settings.save(out)
+    log.info(
+        "post-processing written to %s: %s",
+        path,
+        {k: v for k, v in settings.__dict__.items() if k != "chosen_on"},
+    )
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``cxr-tune`` (exits with a one-line error on bad arguments, checkpoints or data)."""
+    args = parse_command(
+        argv,
+        "cxr-tune",
+        USAGE,
+        {
+            "ckpt": str,
+            "data_dir": Path,
+            "out": Path,
+            "device": str,
+            "batch_size": int,
+            "num_workers": int,
+            "cache_dir": str,
+            "nms": floats,
+            "scores": floats,
+            "score_mode": str,
+            "box_size": str,
+            "shrink": float,
+            "scale": float,
+            "target_recall": float,
+        },
+        required=("ckpt", "data_dir"),
+        repeated=("ckpt",),
+    )
+    checkpoints = expand(args.pop("ckpt"))
+    options = {k: args[k] for k in ("batch_size", "num_workers", "cache_dir") if k in args}
+    with exit_on_error("cxr-tune"):
+        members_task = load_members(checkpoints[:1])[0].task
+        if members_task == "detection":
+            options.update(
+                nms_thresholds=args.get("nms", NMS_GRID),
+                score_thresholds=args.get("scores", SCORE_GRID),
+                settings=PostprocessSettings("detection").replace(
+                    score_mode=args.get("score_mode"),
+                    box_size=args.get("box_size"),
+                    shrink=args.get("shrink"),
+                    percentile_scale=args.get("scale"),
+                ),
+            )
+        elif "target_recall" in args:
+            options["target_recall"] = args["target_recall"]
+        tune_thresholds(checkpoints, args["data_dir"], args.get("out"), args.get("device", "auto"), **options)
+
+
+if __name__ == "__main__":
+    main()

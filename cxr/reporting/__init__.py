@@ -1,0 +1,1 @@
+"""Tables, plots and the reproduce driver: what turns finished runs into the papers' tables."""

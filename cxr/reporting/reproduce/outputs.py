@@ -1,0 +1,142 @@
+"""Outputs of ``cxr-reproduce``: each table (Markdown + CSV) with its caption, training curves,
+the post-processing table and NMS figure, inference throughput, the runs index and ``tables.md``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cxr.config.runs import job_status
+from cxr.reporting.reproduce.plan import Job
+from cxr.reporting.reproduce.postprocess import SHRINK, postprocess_sweep
+from cxr.reporting.reproduce.profiles import Profile
+from cxr.reporting.tables import Table
+
+
+def measure_throughput(jobs: Sequence[Job], table: Table, runs_dir: Path, batch: int = 16) -> dict[str, dict]:
+    """Inference images/s of each row's model (eval mode, float32, batch ``batch``, random input) on
+    the CPU and, where there is one, the GPU; measured once per run id and kept in ``throughput.json``."""
+    import torch
+    from torch.utils import benchmark
+
+    from cxr.config.compose import compose
+
+    cache_file = runs_dir / "throughput.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    out: dict[str, dict] = {}
+    for job in {j.row: j for j in jobs}.values():
+        cfg = None
+        for device in devices:
+            key = f"{job.run_id}/{device}"
+            if key not in cache:
+                from hydra.utils import instantiate
+
+                cfg = cfg or compose(job.overrides(table.replicate_key))
+                size, chans = int(cfg.datamodule.image_size), int(cfg.model.get("in_chans", 1))
+                model = instantiate(cfg.model, _convert_="all").eval().to(device)
+                x = torch.randn(batch, chans, size, size, device=device)
+                timer = benchmark.Timer("model(x)", globals={"model": torch.no_grad()(model), "x": x})
+                cache[key] = batch / timer.blocked_autorange(min_run_time=1.0).median
+            out.setdefault(job.row, {})[f"{device.upper()} img/s"] = cache[key]
+        out[job.row].setdefault("GPU img/s", out[job.row].pop("CUDA img/s", "n/a (no GPU)"))
+    cache_file.write_text(json.dumps(cache, indent=2, sort_keys=True))
+    return out
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{platform.machine()} CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads), {gpu}"
+    )
+
+
+def caption(table: Table, profile: Profile, data_root: Path, command: str) -> str:
+    reps = profile.seeds if table.task == "classification" else profile.folds
+    what = "seeds" if table.task == "classification" else "validation folds"
+    return (
+        f"**{table.title}.** Ours: mean ± std over {what} {', '.join(map(str, reps))} (runs = finished / "
+        f"planned); {profile.description}; data `{data_root}`. {table.paper_note[:1].upper()}{table.paper_note[1:]}. "
+        f"Made by `{command}`."
+    )
+
+
+def write_outputs(
+    tables: Sequence[Table],
+    jobs: Sequence[Job],
+    profile: Profile,
+    out: Path,
+    data_root: Path,
+    command: str,
+    cache_dir: Path | None,
+) -> list[Path]:
+    """Tables (Markdown + CSV), curves and the NMS figure for ``tables``; the runs index; ``tables.md``."""
+    import pandas as pd
+
+    from cxr import plots
+    from cxr.reporting.tables import build_table, postprocess_table, write_table
+
+    runs_dir, written, sections = out / "runs", [], []
+    for table in tables:
+        table_jobs = [j for j in jobs if j.table == table.name]
+        runs = {
+            row.label: [runs_dir / j.run_id for j in table_jobs if j.row == row.label] for row in table.rows
+        }
+        extra = measure_throughput(table_jobs, table, runs_dir) if table.name == "go2020_models" else {}
+        for job in table_jobs:  # the encoder that ran, where a profile swaps in a stand-in
+            encoder = next(
+                (o.partition("=")[2] for o in job.row_overrides if o.startswith("model.encoder=")), None
+            )
+            if encoder is not None:
+                extra.setdefault(job.row, {})["timm encoder"] = encoder
+        numbers, shown = build_table(table, runs, extra)
+        text = caption(table, profile, data_root, command)
+        if table.name == "go2020_models":
+            text += f" Throughput: inference, float32, batch 16, random input, on {_machine()}."
+        written += write_table(numbers, shown, text, out, table.name)
+        sections.append((out / f"{table.name}.md").read_text())
+        figure = plots.training_curves(runs, table.curves, out / f"{table.name}_curves.png", table.title)
+        written += [figure] if figure else []
+        if table.name == "gabruseva2020_table3_augment":
+            single = "heavy without rotation"
+            sweep = postprocess_sweep(table_jobs, runs_dir, data_root / "rsna", single, cache_dir)
+            numbers, shown = postprocess_table(sweep)
+            text = (
+                f"**Gabruseva et al.: post-processing** of the augmentation table's models: validation RSNA "
+                f"mAP at the best NMS and score thresholds of each fold (chosen on that fold, so optimistic), "
+                f"mean ± std over folds; box shrink ×{SHRINK:g} about each box centre after NMS. The ensemble "
+                f"averages the models trained on the same folds with different augmentations (a fold "
+                f"ensemble cannot be scored on cross-validation folds: each image trained three of the four "
+                f"fold models); {profile.description}; data `{data_root}`. Paper: Fig. 8 only, no table. "
+                f"Made by `{command}`."
+            )
+            written += write_table(numbers, shown, text, out, "gabruseva2020_postprocess")
+            sections.append((out / "gabruseva2020_postprocess.md").read_text())
+            sweep.to_csv(out / "gabruseva2020_nms_sweep.csv", index=False, float_format="%.6g")
+            figure = plots.nms_curves(
+                sweep,
+                out / "gabruseva2020_fig8_nms.png",
+                "mAP against NMS threshold (Gabruseva et al., Fig. 8)",
+            )
+            written += [out / "gabruseva2020_nms_sweep.csv"] + ([figure] if figure else [])
+    index = pd.DataFrame(
+        [
+            {
+                "table": j.table,
+                "row": j.row,
+                "replicate": j.replicate,
+                "run_id": j.run_id,
+                "status": job_status(runs_dir / j.run_id),
+            }
+            for j in jobs
+        ]
+    )
+    index.to_csv(out / "index.csv", index=False)
+    (out / "tables.md").write_text(f"# Reproduced tables ({profile.name} profile)\n\n" + "\n".join(sections))
+    return [*written, out / "index.csv", out / "tables.md"]

@@ -1,0 +1,324 @@
+"""The papers' tables as specs, and the builder that fills them from run folders, ours beside theirs.
+
+A :class:`Table` is one paper table (or one comparison the issue asks for): the experiment config
+that makes its rows (``conf/experiment/<experiment>.yaml``), one :class:`Row` per row with the
+overrides that define it and the paper's reported numbers, and the metrics to show. Every row is
+run once per replicate (seeds for classification, validation folds for detection) and shown as
+mean ± std over the replicates that finished (sample std, ddof 1); the ``runs`` column says how
+many of them did. A row none of whose runs finished is a gap (``—``), never an error.
+
+A run folder is what ``cxr-train`` writes: ``metrics.json`` (flat scalars) beside ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+GAP = "—"
+REPLICATE_KEY = {"classification": "seed", "detection": "datamodule.fold"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A ``metrics.json`` key as a column: ``scale`` multiplies it (100 for percent) before showing
+    it with ``digits`` decimals."""
+
+    key: str
+    header: str
+    scale: float = 1.0
+    digits: int = 3
+    spread: bool = True  # False: a value equal across replicates (params, FLOPs), shown without ± std
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: ``overrides`` (``key=value``) on top of the experiment; ``paper`` holds the
+    paper's number for each of the table's ``paper_columns`` (None: not reported)."""
+
+    label: str
+    overrides: tuple[str, ...] = ()
+    paper: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    experiment: str
+    task: str
+    metrics: tuple[Metric, ...]
+    rows: tuple[Row, ...]
+    paper_columns: tuple[str, ...] = ()
+    paper_digits: int = 0
+    paper_note: str = ""
+    row_header: str = "setting"
+    # per-epoch curves (columns of the CSV log) for cxr.reporting.plots.training_curves: (title, train, val)
+    curves: tuple[tuple[str, str | None, str | None], ...] = field(default_factory=tuple)
+
+    @property
+    def replicate_key(self) -> str:
+        return REPLICATE_KEY[self.task]
+
+
+_PCT = {"scale": 100.0, "digits": 1}
+_CLS_QUALITY = (
+    Metric("test/precision_macro", "precision (macro, %)", **_PCT),
+    Metric("test/recall_macro", "recall (macro, %)", **_PCT),
+)
+_CLS_CURVES = (("loss", "train/loss_epoch", "val/loss"), ("accuracy", "train/accuracy", "val/accuracy"))
+_DET_MAP = (
+    Metric("best/val/rsna_map", "best val mAP (RSNA)", digits=4),
+    Metric("val/map_50", "val AP50 (COCO, last epoch)", digits=3),
+    Metric("val/loss", "val loss (last epoch)", digits=4),
+)
+_DET_CURVES = (("loss", "train/loss_epoch", "val/loss"), ("RSNA mAP", None, "val/rsna_map"))
+
+TABLES: tuple[Table, ...] = (
+    Table(
+        name="go2020_table2",
+        experiment="go2020_table2",
+        task="classification",
+        title="Go & Bissaliyeva, Table II: plain CNN without and with data augmentation (test split)",
+        metrics=(*_CLS_QUALITY, Metric("test/auroc", "AUROC (%)", **_PCT)),
+        rows=(
+            Row("without DA", ("augment=none",), (97.0, 79.0)),
+            Row("with DA (paper_da)", ("augment=paper_da",), (93.0, 84.0)),
+        ),
+        paper_columns=("paper precision (%)", "paper recall (%)"),
+        paper_note="paper: Ped-ChestXray test set, one run, 200×200, batch 10, 15 epochs, Adam 1e-4, BCE",
+        curves=_CLS_CURVES,
+    ),
+    Table(
+        name="go2020_models",
+        experiment="go2020_models",
+        task="classification",
+        title="Plain CNN vs depthwise separable CNN vs MobileNet on the same data (the comparison "
+        "Go & Bissaliyeva set out to make)",
+        metrics=(
+            *_CLS_QUALITY,
+            Metric("test/f1", "F1 (%)", **_PCT),
+            Metric("test/auroc", "AUROC (%)", **_PCT),
+            Metric("params", "params (M)", scale=1e-6, digits=2, spread=False),
+            Metric("flops", "GFLOPs / image", scale=1e-9, digits=3, spread=False),
+            Metric("train_time_s", "train time (s)", digits=0),
+        ),
+        rows=(
+            Row("plain CNN", ("model=plain_cnn",)),
+            Row("depthwise separable CNN", ("model=depthwise_cnn",)),
+            Row("MobileNet", ("model=mobilenet",)),
+        ),
+        paper_note="paper: the depthwise separable network did not train and MobileNet was not run, so "
+        "there are no paper numbers",
+        row_header="model",
+        curves=_CLS_CURVES,
+    ),
+    Table(
+        name="gabruseva2020_table3_augment",
+        experiment="gabruseva2020_augment",
+        task="detection",
+        title="Gabruseva et al., Table 3: RetinaNet augmentation ablation (validation folds)",
+        metrics=_DET_MAP,
+        rows=(
+            Row("none", ("augment=none",), (0.2461,)),
+            Row("light", ("augment=light",), (0.2544,)),
+            Row("heavy", ("augment=heavy",), (0.2502,)),
+            Row("heavy + custom box rotation", ("augment=heavy_customrot",), (0.2556,)),
+            Row("heavy without rotation", ("augment=heavy_norot",), (0.2610,)),
+        ),
+        paper_columns=("paper best val mAP",),
+        paper_digits=4,
+        paper_note="paper: best validation mAP, SE-ResNeXt-101 encoder, 512 px",
+        curves=_DET_CURVES,
+    ),
+    Table(
+        name="gabruseva2020_multitask",
+        experiment="gabruseva2020_multitask",
+        task="detection",
+        title="Gabruseva et al.: multi-task ablation, global classification head and its dropout",
+        metrics=(
+            *_DET_MAP,
+            Metric("val/loss_box_cls", "val box cls loss", digits=4),
+            Metric("val/loss_box_reg", "val box reg loss", digits=4),
+            Metric("val/cls_auroc", "global head AUROC", digits=3),
+        ),
+        rows=(
+            Row("no global head", ("model.global_head=false",)),
+            Row("global head, dropout 0", ("model.global_dropout=0.0",)),
+            Row("global head, dropout 0.5", ("model.global_dropout=0.5",)),
+            Row("global head, dropout 0.75", ("model.global_dropout=0.75",)),
+        ),
+        paper_note="paper: validation loss curves only (figure), no table. The val loss includes 0.1 × the "
+        "global head's cross-entropy where there is a head; the box losses compare across rows",
+        curves=_DET_CURVES,
+    ),
+    Table(
+        name="gabruseva2020_encoders",
+        experiment="gabruseva2020_encoders",
+        task="detection",
+        title="Gabruseva et al.: RetinaNet encoders",
+        metrics=(
+            *_DET_MAP,
+            Metric("params", "params (M)", scale=1e-6, digits=1, spread=False),
+            Metric("flops", "GFLOPs / image", scale=1e-9, digits=1, spread=False),
+        ),
+        row_header="encoder",
+        rows=(
+            Row("ResNet-34", ("model.encoder=resnet34",)),
+            Row("ResNet-50", ("model.encoder=resnet50",)),
+            Row("SE-ResNeXt-50", ("model.encoder=seresnext50_32x4d",)),
+            Row("SE-ResNeXt-101", ("model.encoder=seresnext101_32x4d",)),
+            Row("MobileNetV3-Large", ("model.encoder=mobilenetv3_large_100",)),
+        ),
+        paper_note="paper: validation loss curves only (figure; SE-ResNeXt-101 best, SE-ResNeXt-50 close)",
+        curves=_DET_CURVES,
+    ),
+)
+
+
+def table_by_name(name: str) -> Table:
+    for table in TABLES:
+        if table.name == name:
+            return table
+    raise KeyError(f"no table {name!r}; tables: {', '.join(t.name for t in TABLES)}")
+
+
+def read_metrics(run_dir: str | Path | None) -> dict[str, float] | None:
+    """The scalar metrics of a finished run, or None (no folder, unfinished, or unreadable: logged)."""
+    if run_dir is None:
+        return None
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        log.warning("%s: unreadable, counted as missing (%s)", path, err)
+        return None
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; NaN for fewer than two values)."""
+    values = [float(v) for v in values]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def format_value(mean: float, std: float, digits: int) -> str:
+    if math.isnan(mean):
+        return GAP
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def build_table(
+    table: Table,
+    runs: Mapping[str, Sequence[str | Path | None]],
+    extra: Mapping[str, Mapping[str, float | str]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fill ``table`` from run folders.
+
+    Args:
+        runs: row label -> one run folder per replicate (None or a folder without ``metrics.json``
+            counts as missing).
+        extra: row label -> extra column -> value shown as is (e.g. measured throughput).
+
+    Returns:
+        ``(numbers, shown)``: ``numbers`` has per row ``runs`` (finished), ``expected``, every
+        metric's ``<key> mean`` and ``<key> std`` (scaled) and the paper columns; ``shown`` the
+        formatted strings (mean ± std, ``—`` for gaps) as they go into the Markdown table.
+    """
+    extra = extra or {}
+    numbers, shown = [], []
+    for row in table.rows:
+        found = [m for m in (read_metrics(r) for r in runs.get(row.label, ())) if m is not None]
+        expected = len(runs.get(row.label, ()))
+        num: dict[str, object] = {"row": row.label, "runs": len(found), "expected": expected}
+        txt: dict[str, str] = {table.row_header: row.label, "runs": f"{len(found)}/{expected}"}
+        for metric in table.metrics:
+            values = [m[metric.key] * metric.scale for m in found if metric.key in m]
+            mean, std = mean_std(values)
+            num[f"{metric.key} mean"], num[f"{metric.key} std"] = mean, std
+            txt[metric.header] = format_value(mean, std if metric.spread else math.nan, metric.digits)
+        for column, value in extra.get(row.label, {}).items():
+            num[column] = value
+            txt[column] = value if isinstance(value, str) else format_value(float(value), math.nan, 1)
+        for column, value in zip(
+            table.paper_columns, row.paper or (None,) * len(table.paper_columns), strict=True
+        ):
+            num[column] = math.nan if value is None else value
+            txt[column] = GAP if value is None else f"{value:.{table.paper_digits}f}"
+        if found and len(found) < expected:
+            log.warning("%s / %s: %d of %d runs finished", table.name, row.label, len(found), expected)
+        numbers.append(num)
+        shown.append(txt)
+    return pd.DataFrame(numbers), pd.DataFrame(shown)
+
+
+def to_markdown(frame: pd.DataFrame, caption: str) -> str:
+    """A caption paragraph and a pipe table (first column left-aligned, the rest right-aligned)."""
+    columns = [str(c) for c in frame.columns]
+    lines = [
+        caption,
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|",
+    ]
+    for values in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    frame_numbers: pd.DataFrame, frame_shown: pd.DataFrame, caption: str, out_dir: str | Path, name: str
+) -> tuple[Path, Path]:
+    """``<out_dir>/<name>.md`` (caption + table) and ``<name>.csv`` (the numbers)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, csv = out_dir / f"{name}.md", out_dir / f"{name}.csv"
+    md.write_text(to_markdown(frame_shown, caption))
+    frame_numbers.to_csv(csv, index=False, float_format="%.6g")
+    return md, csv
+
+
+def postprocess_table(sweep: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The post-processing table from an NMS sweep (columns ``fold``, ``setting``, ``nms_thresh``,
+    ``score_thresh``, ``rsna_map``): per setting the best mAP over the grid on each fold, then mean ±
+    std over folds, with the NMS and score thresholds that most often won."""
+    numbers, shown = [], []
+    for setting, group in sweep.groupby("setting", sort=False):
+        best = group.loc[group.groupby("fold")["rsna_map"].idxmax()]
+        mean, std = mean_std(best["rsna_map"].tolist())
+        nms, score = best["nms_thresh"].mode().iloc[0], best["score_thresh"].mode().iloc[0]
+        numbers.append(
+            {
+                "setting": setting,
+                "folds": len(best),
+                "best rsna_map mean": mean,
+                "best rsna_map std": std,
+                "nms_thresh": nms,
+                "score_thresh": score,
+            }
+        )
+        shown.append(
+            {
+                "setting": setting,
+                "folds": str(len(best)),
+                "best mAP (RSNA)": format_value(mean, std, 4),
+                "NMS threshold": f"{nms:g}",
+                "score threshold": f"{score:g}",
+            }
+        )
+    return pd.DataFrame(numbers), pd.DataFrame(shown)

@@ -1,0 +1,1 @@
+"""Lightning callbacks the tasks train with: resume points, non-finite guards, speed options, checkpoint metadata."""
