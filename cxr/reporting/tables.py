@@ -1,8 +1,9 @@
-"""The papers' tables as specs, and the builder that fills them from run folders, ours beside theirs.
+"""The papers' tables, read from their data files, and the builder that fills them from run folders.
 
-A :class:`Table` is one paper table (or one comparison the issue asks for): the experiment config
-that makes its rows (``conf/experiment/<experiment>.yaml``), one :class:`Row` per row with the
-overrides that define it and the paper's reported numbers, and the metrics to show. Every row is
+A :class:`Table` is one paper table (or one comparison the issue asks for), declared in
+``experiments/tables/<name>.yaml``: the experiment config that makes its rows
+(``conf/experiment/<experiment>.yaml``), one :class:`Row` per row with the overrides that define it
+and the paper's reported numbers, and the metrics to show (names of :data:`METRICS`). Every row is
 run once per replicate (seeds for classification, validation folds for detection) and shown as
 mean ± std over the replicates that finished (sample std, ddof 1); the ``runs`` column says how
 many of them did. A row none of whose runs finished is a gap (``—``), never an error.
@@ -63,6 +64,8 @@ class Table:
     row_header: str = "setting"
     # per-epoch curves (columns of the CSV log) for cxr.reporting.plots.training_curves: (title, train, val)
     curves: tuple[tuple[str, str | None, str | None], ...] = field(default_factory=tuple)
+    throughput: bool = False  # measure each row's inference images/s beside the table
+    postprocess_single: str | None = None  # run the post-processing sweep; this row is its single model
 
     @property
     def replicate_key(self) -> str:
@@ -70,118 +73,88 @@ class Table:
 
 
 _PCT = {"scale": 100.0, "digits": 1}
-_CLS_QUALITY = (
-    Metric("test/precision_macro", "precision (macro, %)", **_PCT),
-    Metric("test/recall_macro", "recall (macro, %)", **_PCT),
-)
-_CLS_CURVES = (("loss", "train/loss_epoch", "val/loss"), ("accuracy", "train/accuracy", "val/accuracy"))
-_DET_MAP = (
-    Metric("best/val/rsna_map", "best val mAP (RSNA)", digits=4),
-    Metric("val/map_50", "val AP50 (COCO, last epoch)", digits=3),
-    Metric("val/loss", "val loss (last epoch)", digits=4),
-)
-_DET_CURVES = (("loss", "train/loss_epoch", "val/loss"), ("RSNA mAP", None, "val/rsna_map"))
+# The columns a table file may name under ``metrics:``.
+METRICS: dict[str, Metric] = {
+    "precision_macro": Metric("test/precision_macro", "precision (macro, %)", **_PCT),
+    "recall_macro": Metric("test/recall_macro", "recall (macro, %)", **_PCT),
+    "f1": Metric("test/f1", "F1 (%)", **_PCT),
+    "auroc": Metric("test/auroc", "AUROC (%)", **_PCT),
+    "params": Metric("params", "params (M)", scale=1e-6, digits=2, spread=False),
+    "gflops": Metric("flops", "GFLOPs / image", scale=1e-9, digits=3, spread=False),
+    "params_1": Metric("params", "params (M)", scale=1e-6, digits=1, spread=False),
+    "gflops_1": Metric("flops", "GFLOPs / image", scale=1e-9, digits=1, spread=False),
+    "train_time": Metric("train_time_s", "train time (s)", digits=0),
+    "best_rsna_map": Metric("best/val/rsna_map", "best val mAP (RSNA)", digits=4),
+    "map_50": Metric("val/map_50", "val AP50 (COCO, last epoch)", digits=3),
+    "val_loss": Metric("val/loss", "val loss (last epoch)", digits=4),
+    "val_loss_box_cls": Metric("val/loss_box_cls", "val box cls loss", digits=4),
+    "val_loss_box_reg": Metric("val/loss_box_reg", "val box reg loss", digits=4),
+    "val_cls_auroc": Metric("val/cls_auroc", "global head AUROC", digits=3),
+}
+# per-epoch curves of each task (columns of the CSV log): (title, train column, val column)
+CURVES = {
+    "classification": (
+        ("loss", "train/loss_epoch", "val/loss"),
+        ("accuracy", "train/accuracy", "val/accuracy"),
+    ),
+    "detection": (("loss", "train/loss_epoch", "val/loss"), ("RSNA mAP", None, "val/rsna_map")),
+}
+TABLES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "tables"
 
-TABLES: tuple[Table, ...] = (
-    Table(
-        name="go2020_table2",
-        experiment="go2020_table2",
-        task="classification",
-        title="Go & Bissaliyeva, Table II: plain CNN without and with data augmentation (test split)",
-        metrics=(*_CLS_QUALITY, Metric("test/auroc", "AUROC (%)", **_PCT)),
-        rows=(
-            Row("without DA", ("augment=none",), (97.0, 79.0)),
-            Row("with DA (paper_da)", ("augment=paper_da",), (93.0, 84.0)),
-        ),
-        paper_columns=("paper precision (%)", "paper recall (%)"),
-        paper_note="paper: Ped-ChestXray test set, one run, 200×200, batch 10, 15 epochs, Adam 1e-4, BCE",
-        curves=_CLS_CURVES,
-    ),
-    Table(
-        name="go2020_models",
-        experiment="go2020_models",
-        task="classification",
-        title="Plain CNN vs depthwise separable CNN vs MobileNet on the same data (the comparison "
-        "Go & Bissaliyeva set out to make)",
-        metrics=(
-            *_CLS_QUALITY,
-            Metric("test/f1", "F1 (%)", **_PCT),
-            Metric("test/auroc", "AUROC (%)", **_PCT),
-            Metric("params", "params (M)", scale=1e-6, digits=2, spread=False),
-            Metric("flops", "GFLOPs / image", scale=1e-9, digits=3, spread=False),
-            Metric("train_time_s", "train time (s)", digits=0),
-        ),
-        rows=(
-            Row("plain CNN", ("model=plain_cnn",)),
-            Row("depthwise separable CNN", ("model=depthwise_cnn",)),
-            Row("MobileNet", ("model=mobilenet",)),
-        ),
-        paper_note="paper: the depthwise separable network did not train and MobileNet was not run, so "
-        "there are no paper numbers",
-        row_header="model",
-        curves=_CLS_CURVES,
-    ),
-    Table(
-        name="gabruseva2020_table3_augment",
-        experiment="gabruseva2020_augment",
-        task="detection",
-        title="Gabruseva et al., Table 3: RetinaNet augmentation ablation (validation folds)",
-        metrics=_DET_MAP,
-        rows=(
-            Row("none", ("augment=none",), (0.2461,)),
-            Row("light", ("augment=light",), (0.2544,)),
-            Row("heavy", ("augment=heavy",), (0.2502,)),
-            Row("heavy + custom box rotation", ("augment=heavy_customrot",), (0.2556,)),
-            Row("heavy without rotation", ("augment=heavy_norot",), (0.2610,)),
-        ),
-        paper_columns=("paper best val mAP",),
-        paper_digits=4,
-        paper_note="paper: best validation mAP, SE-ResNeXt-101 encoder, 512 px",
-        curves=_DET_CURVES,
-    ),
-    Table(
-        name="gabruseva2020_multitask",
-        experiment="gabruseva2020_multitask",
-        task="detection",
-        title="Gabruseva et al.: multi-task ablation, global classification head and its dropout",
-        metrics=(
-            *_DET_MAP,
-            Metric("val/loss_box_cls", "val box cls loss", digits=4),
-            Metric("val/loss_box_reg", "val box reg loss", digits=4),
-            Metric("val/cls_auroc", "global head AUROC", digits=3),
-        ),
-        rows=(
-            Row("no global head", ("model.global_head=false",)),
-            Row("global head, dropout 0", ("model.global_dropout=0.0",)),
-            Row("global head, dropout 0.5", ("model.global_dropout=0.5",)),
-            Row("global head, dropout 0.75", ("model.global_dropout=0.75",)),
-        ),
-        paper_note="paper: validation loss curves only (figure), no table. The val loss includes 0.1 × the "
-        "global head's cross-entropy where there is a head; the box losses compare across rows",
-        curves=_DET_CURVES,
-    ),
-    Table(
-        name="gabruseva2020_encoders",
-        experiment="gabruseva2020_encoders",
-        task="detection",
-        title="Gabruseva et al.: RetinaNet encoders",
-        metrics=(
-            *_DET_MAP,
-            Metric("params", "params (M)", scale=1e-6, digits=1, spread=False),
-            Metric("flops", "GFLOPs / image", scale=1e-9, digits=1, spread=False),
-        ),
-        row_header="encoder",
-        rows=(
-            Row("ResNet-34", ("model.encoder=resnet34",)),
-            Row("ResNet-50", ("model.encoder=resnet50",)),
-            Row("SE-ResNeXt-50", ("model.encoder=seresnext50_32x4d",)),
-            Row("SE-ResNeXt-101", ("model.encoder=seresnext101_32x4d",)),
-            Row("MobileNetV3-Large", ("model.encoder=mobilenetv3_large_100",)),
-        ),
-        paper_note="paper: validation loss curves only (figure; SE-ResNeXt-101 best, SE-ResNeXt-50 close)",
-        curves=_DET_CURVES,
-    ),
-)
+
+def load_table(path: str | Path) -> Table:
+    """A :class:`Table` from its data file (``experiments/tables/<name>.yaml``; see that folder's files).
+
+    Raises:
+        ValueError: an unknown key, metric or task, or a row whose paper numbers do not match the
+            paper columns, naming the file.
+    """
+    import yaml
+
+    path = Path(path)
+    spec = yaml.safe_load(path.read_text()) or {}
+    known = {
+        "title", "experiment", "task", "metrics", "rows", "paper_columns", "paper_digits", "paper_note",
+        "row_header", "throughput", "postprocess_single",
+    }  # fmt: skip
+    if unknown := sorted(set(spec) - known):
+        raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+    if spec.get("task") not in REPLICATE_KEY:
+        raise ValueError(f"{path}: task must be one of {sorted(REPLICATE_KEY)}, got {spec.get('task')!r}")
+    if missing := [m for m in spec.get("metrics", []) if m not in METRICS]:
+        raise ValueError(f"{path}: unknown metrics {missing}; known: {sorted(METRICS)}")
+    columns = tuple(spec.get("paper_columns", ()))
+    rows = []
+    for row in spec.get("rows", []):
+        paper = tuple(row.get("paper", ()))
+        if paper and len(paper) != len(columns):
+            raise ValueError(
+                f"{path}: row {row['label']!r} has {len(paper)} paper numbers for {len(columns)} columns"
+            )
+        rows.append(Row(str(row["label"]), tuple(row.get("overrides", ())), paper))
+    return Table(
+        name=path.stem,
+        title=spec["title"],
+        experiment=spec["experiment"],
+        task=spec["task"],
+        metrics=tuple(METRICS[m] for m in spec.get("metrics", [])),
+        rows=tuple(rows),
+        paper_columns=columns,
+        paper_digits=int(spec.get("paper_digits", 0)),
+        paper_note=spec.get("paper_note", ""),
+        row_header=spec.get("row_header", "setting"),
+        curves=CURVES[spec["task"]],
+        throughput=bool(spec.get("throughput", False)),
+        postprocess_single=spec.get("postprocess_single"),
+    )
+
+
+def load_tables(folder: str | Path = TABLES_DIR) -> tuple[Table, ...]:
+    """Every table file of ``folder``, in file-name order."""
+    return tuple(load_table(p) for p in sorted(Path(folder).glob("*.yaml")))
+
+
+TABLES: tuple[Table, ...] = load_tables()
 
 
 def table_by_name(name: str) -> Table:

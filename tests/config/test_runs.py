@@ -22,7 +22,7 @@ def _tiny(data_dir, tmp_path, *extra):
 
 
 def test_run_id_follows_what_a_run_computes(tmp_path):
-    base = ["experiment=go2020_table2", "trainer=cpu"]
+    base = ["experiment=go2020", "trainer=cpu"]
     same = run_id(compose(base))
     assert run_id(compose(base)) == same and len(same) == 12
     # where it writes, caches and logs, and how many loader workers: same run

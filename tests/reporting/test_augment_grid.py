@@ -1,7 +1,12 @@
 import numpy as np
 from PIL import Image
 
-from cxr.cli.augment_grid import main
+from cxr.cli.augment_grid import CONFIG_NAME, render
+from cxr.config.compose import compose
+
+
+def main(overrides):
+    return render(compose(overrides, config_name=CONFIG_NAME))
 
 
 def test_grid_of_a_detection_set_draws_boxes(rsna_dir, tmp_path):

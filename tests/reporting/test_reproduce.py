@@ -38,7 +38,7 @@ def test_sweeps_group_rows_by_key_and_sweep_the_replicates():
     table = Table(
         name="t",
         title="T",
-        experiment="gabruseva2020_multitask",
+        experiment="gabruseva2020",
         task="detection",
         metrics=(Metric("x", "x"),),
         rows=(
@@ -191,7 +191,7 @@ def test_postprocess_sweep_scores_single_model_and_ensemble_with_and_without_shr
     for row in ("none", "light"):
         overrides = merge_overrides(
             [
-                "experiment=gabruseva2020_augment",
+                "experiment=gabruseva2020",
                 f"augment={row}",
                 f"datamodule.data_dir={rsna_dir}",
                 f"datamodule.cache_dir={tmp_path / 'c'}",

@@ -6,13 +6,16 @@ import math
 import pandas as pd
 import pytest
 
+from cxr.config.compose import compose
 from cxr.reporting.tables import (
     GAP,
     TABLES,
+    TABLES_DIR,
     Metric,
     Row,
     Table,
     build_table,
+    load_table,
     mean_std,
     postprocess_table,
     read_metrics,
@@ -23,7 +26,7 @@ from cxr.reporting.tables import (
 TABLE = Table(
     name="t",
     title="T",
-    experiment="go2020_table2",
+    experiment="go2020",
     task="classification",
     metrics=(Metric("test/recall_macro", "recall (%)", scale=100.0, digits=1), Metric("params", "params")),
     rows=(
@@ -106,6 +109,27 @@ def test_postprocess_table_takes_the_best_grid_point_per_fold():
     assert numbers.loc[0, "best rsna_map mean"] == pytest.approx(0.2)  # folds: 0.30, 0.10
     assert numbers.loc[1, "best rsna_map mean"] == pytest.approx(0.3)  # folds: 0.40, 0.20
     assert shown.loc[1, "best mAP (RSNA)"] == f"0.3000 ± {math.sqrt(0.02):.4f}"
+
+
+def test_a_table_file_with_a_typo_is_one_error_naming_the_file(tmp_path):
+    good = (TABLES_DIR / "go2020_table2.yaml").read_text()
+    bad = tmp_path / "t.yaml"
+    bad.write_text(good.replace("metrics:", "metric:"))
+    with pytest.raises(ValueError, match=r"t\.yaml: unknown keys \['metric'\]"):
+        load_table(bad)
+    bad.write_text(good.replace("auroc]", "aucroc]"))
+    with pytest.raises(ValueError, match=r"t\.yaml: unknown metrics \['aucroc'\]"):
+        load_table(bad)
+    bad.write_text(good.replace("paper: [97.0, 79.0]", "paper: [97.0]"))
+    with pytest.raises(ValueError, match="has 1 paper numbers for 2 columns"):
+        load_table(bad)
+
+
+def test_every_table_row_composes_with_its_experiment():
+    """Each row's overrides name keys and options that exist (Hydra composes them)."""
+    for table in TABLES:
+        for row in table.rows:
+            compose([f"experiment={table.experiment}", *row.overrides])
 
 
 def test_table_specs_carry_the_papers_numbers():

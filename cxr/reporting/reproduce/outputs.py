@@ -79,7 +79,7 @@ def write_outputs(
     """Tables (Markdown + CSV), curves and the NMS figure for ``tables``; the runs index; ``tables.md``."""
     import pandas as pd
 
-    from cxr import plots
+    from cxr.reporting import plots
     from cxr.reporting.tables import build_table, postprocess_table, write_table
 
     runs_dir, written, sections = out / "runs", [], []
@@ -88,7 +88,7 @@ def write_outputs(
         runs = {
             row.label: [runs_dir / j.run_id for j in table_jobs if j.row == row.label] for row in table.rows
         }
-        extra = measure_throughput(table_jobs, table, runs_dir) if table.name == "go2020_models" else {}
+        extra = measure_throughput(table_jobs, table, runs_dir) if table.throughput else {}
         for job in table_jobs:  # the encoder that ran, where a profile swaps in a stand-in
             encoder = next(
                 (o.partition("=")[2] for o in job.row_overrides if o.startswith("model.encoder=")), None
@@ -97,14 +97,14 @@ def write_outputs(
                 extra.setdefault(job.row, {})["timm encoder"] = encoder
         numbers, shown = build_table(table, runs, extra)
         text = caption(table, profile, data_root, command)
-        if table.name == "go2020_models":
+        if table.throughput:
             text += f" Throughput: inference, float32, batch 16, random input, on {_machine()}."
         written += write_table(numbers, shown, text, out, table.name)
         sections.append((out / f"{table.name}.md").read_text())
         figure = plots.training_curves(runs, table.curves, out / f"{table.name}_curves.png", table.title)
         written += [figure] if figure else []
-        if table.name == "gabruseva2020_table3_augment":
-            single = "heavy without rotation"
+        if table.postprocess_single:
+            single = table.postprocess_single
             sweep = postprocess_sweep(table_jobs, runs_dir, data_root / "rsna", single, cache_dir)
             numbers, shown = postprocess_table(sweep)
             text = (
