@@ -1,9 +1,10 @@
-"""Rotation whose boxes follow Gabruseva et al.'s custom rule (8 edge points instead of 4 corners).
+"""Boxes under an affine warp: Gabruseva et al.'s custom rule (8 edge points instead of 4 corners).
 
 Rotating a box's four corners and taking their bounding box inflates it by up to ~41% at 45°,
 pushing it well past the opacity it marks. Gabruseva et al. rotate eight points instead, two on
 each edge at 1/3 and 2/3 of its length, and take their min/max: the result is tighter, lies inside
-the corner-rotation box and still contains the original box's centre.
+the corner-rotation box and still contains the original box's centre. Their code applies the same
+hull to the whole warp (rotation, shear and zoom), see :class:`cxr.data.gaussian_affine.GaussianAffine`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from albumentations.core.bbox_utils import denormalize_bboxes, normalize_bboxes
 
 _FRACTIONS = (1 / 3, 2 / 3)
+BOX_RULES = ("corners", "thirds")
 
 
 def edge_points(boxes: np.ndarray) -> np.ndarray:
@@ -31,11 +33,27 @@ def edge_points(boxes: np.ndarray) -> np.ndarray:
     return np.stack([np.concatenate(p, axis=1) for p in pts], axis=1)
 
 
-def rotate_boxes_8pt(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Apply a 2-D affine ``matrix`` (2×3 or 3×3, pixels) to boxes (N, 4) by the 8-point rule."""
-    pts = edge_points(boxes.astype(np.float64))
+def corner_points(boxes: np.ndarray) -> np.ndarray:
+    """The four corners per box, (N, 4, 2), of boxes (N, 4) x1 y1 x2 y2."""
+    x1, y1, x2, y2 = (boxes[:, i : i + 1] for i in range(4))
+    pts = [(x1, y1), (x2, y1), (x1, y2), (x2, y2)]
+    return np.stack([np.concatenate(p, axis=1) for p in pts], axis=1)
+
+
+def transform_boxes(boxes: np.ndarray, matrix: np.ndarray, rule: str = "thirds") -> np.ndarray:
+    """Apply a 2-D affine ``matrix`` (2×3 or 3×3, pixels) to boxes (N, 4) x1 y1 x2 y2: the hull of
+    the moved corners (``rule="corners"``) or of the 8 edge points (``"thirds"``), float64 (N, 4)."""
+    if rule not in BOX_RULES:
+        raise ValueError(f"box rule must be one of {BOX_RULES}, got {rule!r}")
+    boxes = np.asarray(boxes, dtype=np.float64)
+    pts = edge_points(boxes) if rule == "thirds" else corner_points(boxes)
     moved = pts @ matrix[:2, :2].T + matrix[:2, 2]
     return np.concatenate([moved.min(axis=1), moved.max(axis=1)], axis=1)
+
+
+def rotate_boxes_8pt(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2-D affine ``matrix`` (2×3 or 3×3, pixels) to boxes (N, 4) by the 8-point rule."""
+    return transform_boxes(boxes, matrix, "thirds")
 
 
 class RotateBoxes8(A.Rotate):
