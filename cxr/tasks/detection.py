@@ -16,8 +16,8 @@ Metrics per stage (``val``/``test``):
   on the validation set, as the paper did, so ``val/rsna_map`` is optimistic. The chosen t is kept
   in the buffer ``score_thresh`` (saved in checkpoints); ``test/rsna_map`` uses it, and
   ``test/rsna_map_oracle`` reports the best t on test for reference.
-- ``map``, ``map_50``, ``map_75``: COCO box AP (torchmetrics ``MeanAveragePrecision``) over all
-  detections the model returns.
+- ``map``, ``map_50``, ``map_75``: COCO box AP (torchmetrics ``MeanAveragePrecision`` on
+  faster_coco_eval, :func:`cxr.metrics.coco.coco_map`) over all detections the model returns.
 - ``cls_precision``, ``cls_recall``, ``cls_auroc``: macro averages over the global head's classes.
 - ``loss``, ``loss_box_cls``, ``loss_box_reg``, ``loss_global`` (also under ``train/``).
 """
@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAUROC, MulticlassPrecision, MulticlassRecall
-from torchmetrics.detection import MeanAveragePrecision
 
 from cxr.metrics import RSNAMeanAP
+from cxr.metrics.coco import coco_map
 from cxr.tasks.optim import check_monitor_mode, configure_optimizers
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class DetectionTask(pl.LightningModule):
             {
                 "rsna": nn.ModuleList(RSNAMeanAP() for _ in self.thresholds),
                 "rsna_tuned": RSNAMeanAP(),
-                "coco": MeanAveragePrecision(box_format="xyxy", iou_type="bbox"),
+                "coco": coco_map(),
             }
         )
         n = self.num_global_classes
