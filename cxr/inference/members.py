@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from cxr.data.transforms import DEFAULT_MEAN, DEFAULT_STD
 from cxr.inference.checkpoint import CheckpointError, load_model, read_checkpoint
 from cxr.inference.optimise import optimise_for_inference
+from cxr.models.outputs import class_probabilities
 
 TASKS = {"ClassificationTask": "classification", "DetectionTask": "detection"}
 
@@ -130,10 +131,7 @@ def classify(member: Member, images: Tensor) -> Tensor:
     """Class probabilities float32 (B, max(C, 2)) on the CPU; column 0 is normal, so the pneumonia
     probability is ``1 - probs[:, 0]`` (for one-logit models ``probs[:, 1]`` = sigmoid)."""
     logits = member.model(images.to(member.device, memory_format=torch.channels_last)).float().cpu()
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - p, p], dim=1)
-    return logits.softmax(dim=1)
+    return class_probabilities(logits)
 
 
 @torch.no_grad()

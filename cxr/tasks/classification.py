@@ -4,7 +4,9 @@ The model's logits are (B, 1) for binary work (sigmoid, BCE as in Go & Bissaliye
 the 3-class labels (softmax; class 0 is normal, every other class is pneumonia). Metrics per stage:
 
 - ``{stage}/precision``, ``recall``, ``f1``, ``specificity``, ``accuracy``, ``auroc``: pneumonia as
-  the positive class (probability of pneumonia = 1 − p(normal)), at ``threshold``;
+  the positive class (probability of pneumonia = 1 − p(normal)), at ``threshold``; when a stage's
+  images are all of one class, ``auroc`` and ``specificity`` (no normal images) or ``recall`` (no
+  pneumonia) are undefined: NaN, with a warning naming the stage;
 - ``{stage}/precision_macro``, ``recall_macro``: unweighted mean over classes ("mean per class"),
   as the paper reports them;
 - ``{stage}/loss``; the confusion matrix of the last val/test epoch in ``self.confusion[stage]``.
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -30,6 +33,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from cxr.models.outputs import class_probabilities, pneumonia_probability
 from cxr.tasks.losses import ClassificationLoss
 from cxr.tasks.optim import check_monitor_mode, configure_optimizers
 
@@ -109,12 +113,9 @@ class ClassificationTask(pl.LightningModule):
         return self.model(images)
 
     def probabilities(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (pneumonia probability (B,), class probabilities (B, max(C, 2)))."""
-        if self.num_classes == 1:
-            p = torch.sigmoid(logits.reshape(-1))
-            return p, torch.stack([1 - p, p], dim=1)
-        probs = logits.softmax(dim=1)
-        return 1 - probs[:, 0], probs
+        """Return (pneumonia probability (B,), class probabilities (B, max(C, 2))); see :mod:`cxr.models.outputs`."""
+        probs = class_probabilities(logits)
+        return pneumonia_probability(probs), probs
 
     def _binary_target(self, labels: torch.Tensor) -> torch.Tensor:
         return (labels > 0).long()
@@ -134,7 +135,7 @@ class ClassificationTask(pl.LightningModule):
         self.log("train/accuracy", self.train_accuracy, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    def _eval_step(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
         logits = self.model(batch["image"])
         labels = batch["label"]
         loss = self.criterion(logits, labels)
@@ -142,13 +143,28 @@ class ClassificationTask(pl.LightningModule):
         self.metrics[f"{stage}_binary"].update(p, self._binary_target(labels))
         self.metrics[f"{stage}_multi"].update(self._predicted_class(p, probs), labels.long())
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(labels))
+        return {"index": batch["index"], "label": labels, "probability": p}
 
     def _eval_epoch_end(self, stage: str) -> None:
         binary, multi = self.metrics[f"{stage}_binary"], self.metrics[f"{stage}_multi"]
         values = {f"{stage}/{k}": v for k, v in binary.compute().items()}
         out = multi.compute()
-        self.confusion[stage] = out.pop("confusion").int().tolist()
+        confusion = out.pop("confusion")
+        self.confusion[stage] = confusion.int().tolist()
         values.update({f"{stage}/{k}": v for k, v in out.items()})
+        # torchmetrics reports 0.0 for a ratio whose denominator class is absent: undefined, so NaN
+        n_normal, n_total = int(confusion[0].sum()), int(confusion.sum())
+        undefined = (("auroc", "specificity") if n_normal == 0 else ()) + (
+            ("auroc", "recall") if n_normal == n_total else ()
+        )
+        if n_total and undefined:
+            for name in dict.fromkeys(undefined):
+                values[f"{stage}/{name}"] = torch.tensor(float("nan"), device=confusion.device)
+            if not getattr(self._trainer, "sanity_checking", False):
+                rank_zero_warn(
+                    f"{stage}: only {'pneumonia' if n_normal == 0 else 'normal'} images ({n_total}); "
+                    f"{', '.join(dict.fromkeys(undefined))} undefined, reported as NaN"
+                )
         self.log_dict(values)
         binary.reset()
         multi.reset()
@@ -159,8 +175,9 @@ class ClassificationTask(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Also returns ``{"index", "label", "probability"}`` (B,) for callbacks (test predictions)."""
+        return self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
