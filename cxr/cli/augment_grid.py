@@ -2,55 +2,59 @@
 
     cxr-augment-grid augment=heavy_customrot datamodule=rsna datamodule.data_dir=DIR out=grid.png
 
-Each row is one training sample: first as the model sees it without augmentation, then ``cols``
-random draws of the set, with boxes drawn in red (like Fig. 5 of Gabruseva et al.). Every other
-``key=value`` is a ``cxr-train`` override. Options: ``out=`` (PNG path), ``rows=``, ``cols=``, ``seed=``.
+A Hydra app on ``conf/augment_grid.yaml`` (``cxr-train``'s config plus ``out``, ``rows``, ``cols``):
+each row is one training sample, first as the model sees it without augmentation, then ``cols``
+random draws of the set, with boxes drawn in red (like Fig. 5 of Gabruseva et al.).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from cxr.reporting.augment_grid import render_grid
+import hydra
+from omegaconf import DictConfig
 
-OPTIONS = {"out": "augment_grid.png", "rows": "4", "cols": "5"}
+from cxr.config.compose import CONFIG_DIR
+from cxr.config.validate import ConfigError, check_overrides
 
-
-def _split_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    options, overrides = dict(OPTIONS), []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key in options and value:
-            options[key] = value
-        else:
-            overrides.append(arg)
-    return options, overrides
+CONFIG_NAME = "augment_grid"
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        raise SystemExit(0)
-    options, overrides = _split_args(argv)
+def render(cfg: DictConfig) -> Path:
+    """Draw the grid the composed ``augment_grid`` config describes; returns the PNG's path."""
     from hydra.utils import instantiate
 
-    from cxr.config.compose import build_augment, compose
+    from cxr.config.compose import build_augment
+    from cxr.reporting.augment_grid import render_grid
 
-    cfg = compose(overrides)
+    for key in ("rows", "cols"):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key}={value}: use a whole number >= 1")
     datamodule = instantiate(cfg.datamodule, augment=build_augment(cfg.augment), _convert_="all")
     datamodule.setup("fit")
     dataset = datamodule.train_dataloader().dataset
     name = cfg.hydra.runtime.choices.get("augment", "?")
-    out = render_grid(
-        dataset,
-        options["out"],
-        int(options["rows"]),
-        int(options["cols"]),
-        seed=int(cfg.seed),
-        title=f"augment={name}",
-    )
+    return render_grid(dataset, cfg.out, cfg.rows, cfg.cols, seed=int(cfg.seed), title=f"augment={name}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        out = render(cfg)
+    except (ConfigError, ValueError, OSError) as err:
+        raise SystemExit(f"cxr-augment-grid: error: {err}") from None
     print(f"wrote {out}")
+
+
+def main() -> None:
+    """``cxr-augment-grid``: check the overrides (one-line errors), then compose and draw with Hydra."""
+    try:
+        check_overrides(sys.argv[1:], config_name=CONFIG_NAME)
+    except ConfigError as err:
+        raise SystemExit(f"cxr-augment-grid: error: {err}") from None
+    _hydra_main()
 
 
 if __name__ == "__main__":

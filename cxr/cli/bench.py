@@ -10,24 +10,30 @@ from dataclasses import replace
 
 import torch
 
-from cxr.bench.models import bench_model
-from cxr.bench.run import SECTIONS, run, write
-from cxr.bench.settings import CLASSIFIERS, Settings
+from cxr.cli.common import HelpFormatter
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # imported here: cxr.bench imports this module for its own ``main``
+    from cxr.bench.models import bench_model
+    from cxr.bench.run import SECTIONS, run, write
+    from cxr.bench.settings import CLASSIFIERS, Settings
+
     parser = argparse.ArgumentParser(
         prog="cxr-bench",
         description="Measure the input pipeline, the models (CPU; GPU with bf16 + channels_last where "
         "present) and the RSNA metric; write bench-<cpu|gpu>.json, .md and .png with the machine and the "
         "targets.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--out", default="experiments/results", help="folder for bench-<device>.json/.md/.png"
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run")
     parser.add_argument("--cpu-only", action="store_true", help="ignore a CUDA device")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="benchmark sections to run"
+    )
     parser.add_argument("--models", nargs="*", choices=CLASSIFIERS, help="classifiers to time")
     parser.add_argument("--encoders", nargs="*", help="RetinaNet timm encoders to time (none: skip)")
     parser.add_argument("--repeats", type=int, help="timed repeats per figure")

@@ -10,6 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from cxr.cli.common import HelpFormatter
+
 # Learning rates that learn the phantoms in a few epochs; the separable network needs a larger one.
 MODELS = {"plain_cnn": 1e-3, "depthwise_cnn": 1e-2}
 
@@ -27,11 +29,13 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cxr.cli.demo", description=__doc__.splitlines()[0], formatter_class=HelpFormatter
+    )
     parser.add_argument("--out", default="logs/demo", help="folder for the data and the runs")
     parser.add_argument("--n", type=int, default=400, help="synthetic images in all splits")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs per model")
+    parser.add_argument("--image-size", type=int, default=64, help="input side in pixels")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

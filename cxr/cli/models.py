@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from cxr.cli.common import HelpFormatter
 from cxr.models import MODELS
 from cxr.models.profile import format_markdown, profile_table
 
@@ -13,9 +14,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="cxr-models",
         description="Print parameters and GFLOPs per image of cxr models as a Markdown table.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--image-size", type=int, default=200)
-    parser.add_argument("--in-chans", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=200, help="input side in pixels")
+    parser.add_argument("--in-chans", type=int, default=1, help="input channels")
     parser.add_argument(
         "--models",
         nargs="+",

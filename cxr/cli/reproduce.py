@@ -9,22 +9,26 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cxr.reporting.reproduce
-from cxr.config.runs import job_status
-from cxr.reporting.reproduce.launch import launch, prepare_data
-from cxr.reporting.reproduce.outputs import write_outputs
-from cxr.reporting.reproduce.plan import plan, sweep_commands
-from cxr.reporting.reproduce.profiles import PROFILES
-from cxr.reporting.tables import TABLES, table_by_name
+from cxr.cli.common import HelpFormatter
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # imported here: cxr.reporting.reproduce imports this module for its own ``main``
+    import cxr.reporting.reproduce
+    from cxr.config.runs import job_status
+    from cxr.reporting.reproduce.launch import launch, prepare_data
+    from cxr.reporting.reproduce.outputs import write_outputs
+    from cxr.reporting.reproduce.plan import plan, sweep_commands
+    from cxr.reporting.reproduce.profiles import PROFILES
+    from cxr.reporting.tables import TABLES, table_by_name
+
     parser = argparse.ArgumentParser(
         prog="cxr-reproduce",
         description=cxr.reporting.reproduce.__doc__.splitlines()[0],
         epilog="Overrides after -- go to every job, e.g. -- hydra/launcher=slurm",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke", help="how big the runs are")
     parser.add_argument(
         "--data-root",
         type=Path,

@@ -10,24 +10,34 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from cxr.cli.common import HelpFormatter
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cxr-synth", description="Write a synthetic chest X-ray dataset.")
+    parser = argparse.ArgumentParser(
+        prog="cxr-synth", description="Write a synthetic chest X-ray dataset.", formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="dataset", required=True)
 
     ped = sub.add_parser(
-        "ped-cxr", help="Ped-ChestXray (Kermany) tree: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg"
+        "ped-cxr",
+        help="Ped-ChestXray (Kermany) tree: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg",
+        formatter_class=HelpFormatter,
     )
     ped.add_argument("out", type=Path, help="root folder to create (e.g. data/chest_xray)")
     ped.add_argument("--n", type=int, default=600, help="number of images (>= 20)")
-    ped.add_argument("--seed", type=int, default=0)
+    ped.add_argument("--seed", type=int, default=0, help="random seed")
     ped.add_argument("--min-side", type=int, default=96, help="smallest image height/width in pixels")
     ped.add_argument("--max-side", type=int, default=320, help="largest image height/width in pixels")
 
-    rsna = sub.add_parser("rsna", help="RSNA Pneumonia Detection Challenge layout: DICOMs + label CSVs")
+    rsna = sub.add_parser(
+        "rsna",
+        help="RSNA Pneumonia Detection Challenge layout: DICOMs + label CSVs",
+        formatter_class=HelpFormatter,
+    )
     rsna.add_argument("out", type=Path, help="root folder to create")
     rsna.add_argument("--n", type=int, default=200, help="number of patients/images")
-    rsna.add_argument("--seed", type=int, default=0)
+    rsna.add_argument("--seed", type=int, default=0, help="random seed")
     rsna.add_argument("--size", type=int, default=1024, help="side of the square DICOM images in pixels")
     return parser
 

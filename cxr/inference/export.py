@@ -6,7 +6,8 @@ mean) / std``), with a free batch size, and returns ``logits`` (B, num_classes) 
 ``probabilities``: sigmoid of the one logit (B, 1) = p(pneumonia) for binary models, softmax (B, C)
 otherwise. The file's metadata (``onnx.ModelProto.metadata_props``) holds what a device needs:
 image size, mean, std, class names, decision threshold, model name and the source checkpoint.
-When onnxruntime is installed the export is checked against PyTorch on random inputs.
+When onnxruntime is installed the export is checked against PyTorch on random inputs. The command
+line is :mod:`cxr.cli.export`.
 """
 
 from __future__ import annotations
@@ -14,25 +15,16 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cxr.cli.common import boolean, exit_on_error, parse_command
 from cxr.inference.members import Member, load_member
 from cxr.inference.postprocess.settings import PostprocessSettings, find_settings
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx",)
-USAGE = """\
-usage: cxr-export ckpt=PATH [format=onnx] [out=FILE] [opset=17] [check=true] [atol=1e-4]
-
-Exports a classifier checkpoint (plain_cnn, depthwise_cnn, mobilenet) to ONNX: input 'image' float32
-(B, 1, S, S) normalised as in training; outputs 'logits' and 'probabilities'. out defaults to the
-checkpoint's path with the suffix .onnx. check=true compares ONNX Runtime with PyTorch (if installed).
-"""
 
 
 class _WithProbabilities(nn.Module):
@@ -135,40 +127,3 @@ def export_onnx(
         else:
             log.info("ONNX Runtime matches PyTorch within %.1e (max |difference| %.1e)", atol, diff)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``cxr-export``: prints the written file's path."""
-    args = parse_command(
-        argv,
-        "cxr-export",
-        USAGE,
-        {
-            "ckpt": Path,
-            "format": str,
-            "out": Path,
-            "opset": int,
-            "check": boolean,
-            "atol": float,
-            "threshold": float,
-        },
-        required=("ckpt",),
-    )
-    if args.get("format", "onnx") not in FORMATS:
-        raise SystemExit(
-            f"cxr-export: error: format={args['format']!r} is not supported; choose from {FORMATS}"
-        )
-    with exit_on_error("cxr-export"):
-        path = export_onnx(
-            args["ckpt"],
-            args.get("out"),
-            args.get("opset", 17),
-            args.get("check", True),
-            args.get("atol", 1e-4),
-            args.get("threshold"),
-        )
-    print(path)
-
-
-if __name__ == "__main__":
-    main()

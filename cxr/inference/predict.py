@@ -1,6 +1,6 @@
 """``cxr-predict``: run trained checkpoints (one, or an ensemble of folds and epochs) on new images.
 
-No Hydra config is needed: each checkpoint carries its model, input size, normalisation and tuned
+The command line is :mod:`cxr.cli.predict`. No Hydra config is needed: each checkpoint carries its model, input size, normalisation and tuned
 thresholds (:mod:`cxr.inference.members`); ``postprocess.json`` beside the checkpoints (written by
 ``cxr-tune``) supplies the ensemble's NMS and score thresholds, box-size method and decision
 threshold, and command-line values win over both.
@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cxr.cli.common import boolean, exit_on_error, expand, parse_command
 from cxr.inference.inputs import INPUT_SUFFIXES, prepare, read_input
 from cxr.inference.members import Member, classify, detect
 from cxr.inference.postprocess import adjust_box_sizes, average_probabilities, ensemble_detections
@@ -28,36 +27,12 @@ from cxr.inference.postprocess.settings import PostprocessSettings, find_setting
 
 log = logging.getLogger(__name__)
 
-USAGE = """\
-usage: cxr-predict ckpt=PATH [ckpt=PATH ...] input=DIR_OR_FILE [input=...] out=DIR [key=value ...]
-
-Runs one checkpoint, or an ensemble (repeat ckpt=, or a quoted glob such as
-ckpt='runs/*/checkpoints/epoch*.ckpt'; last.ckpt is the resume point, usually a copy of the last
-epoch), on JPEG, PNG or DICOM files (folders are searched recursively) and writes to out=DIR:
-  classification  predictions.csv: file, probability (of pneumonia), label (1 = pneumonia at the
-                  threshold), class, prob_<class> ..., error
-  detection       predictions.csv: file, score, x, y, width, height (original pixels), prob_<class> ...,
-                  error (one row per box; a file without boxes gets one row with empty box fields);
-                  submission.csv in the RSNA challenge format (patientId = file name without suffix)
-  settings.json   the checkpoints and post-processing used
-An unreadable file gets a row with its error; the others go on.
-
-options:
-  device=auto|cpu|cuda[:N]   batch_size=8   overlays=false (PNGs in out/overlays: boxes, or Grad-CAM heat
-                             maps for classifiers)
-  postprocess=auto|none|PATH  post-processing file; auto: postprocess.json in the checkpoints' folder or up
-                             to two folders above it (written by cxr-tune)
-  detection:       nms=IOU  score=MIN_SCORE  score_mode=mean|max  box_size=none|shrink|percentile
-                   shrink=0.875  scale=1.6 (percentile method)
-  classification:  threshold=P (decision threshold on the pneumonia probability)
-"""
-
 
 def list_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files to predict on: files as given, folders searched recursively for JPEG/PNG/DICOM
     (other files there are counted in a warning)."""
     files: list[Path] = []
-    for item in expand([str(i) for i in inputs]):
+    for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
             images = [p for p in found if p.suffix.lower() in INPUT_SUFFIXES]
@@ -326,48 +301,30 @@ def run_prediction(
     return table
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``cxr-predict`` (exits with a one-line error on bad arguments or checkpoints)."""
+def predict(
+    checkpoints: Sequence[str | Path],
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    device: str = "auto",
+    batch_size: int = 8,
+    overlays: bool = False,
+    postprocess: str = "auto",
+    **overrides: Any,
+) -> pd.DataFrame:
+    """Python API of ``cxr-predict``: load the ensemble, find the inputs, choose the post-processing
+    (:func:`resolve_settings`; ``overrides`` are its ``nms_thresh``, ``score_thresh``, ``score_mode``,
+    ``box_size``, ``shrink``, ``percentile_scale``, ``decision_threshold``), write
+    ``out/settings.json`` and the predictions (:func:`run_prediction`). Returns the predictions table.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing checkpoint or input, a bad value; before any image is read.
+    """
     from cxr.inference.members import load_members, resolve_device
 
-    args = parse_command(
-        argv,
-        "cxr-predict",
-        USAGE,
-        {
-            "ckpt": str,
-            "input": str,
-            "out": Path,
-            "device": str,
-            "batch_size": int,
-            "overlays": boolean,
-            "postprocess": str,
-            "nms": float,
-            "score": float,
-            "score_mode": str,
-            "box_size": str,
-            "shrink": float,
-            "scale": float,
-            "threshold": float,
-        },
-        required=("ckpt", "input", "out"),
-        repeated=("ckpt", "input"),
-    )
-    with exit_on_error("cxr-predict"):
-        members = load_members(expand(args["ckpt"]), resolve_device(args.get("device", "auto")))
-        files = list_inputs(args["input"])
-        settings, source = resolve_settings(
-            members,
-            args.get("postprocess", "auto"),
-            nms_thresh=args.get("nms"),
-            score_thresh=args.get("score"),
-            score_mode=args.get("score_mode"),
-            box_size=args.get("box_size"),
-            shrink=args.get("shrink"),
-            percentile_scale=args.get("scale"),
-            decision_threshold=args.get("threshold"),
-        )
-    out = Path(args["out"])
+    members = load_members(checkpoints, resolve_device(device))
+    files = list_inputs(inputs)
+    settings, source = resolve_settings(members, postprocess, **overrides)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(
         json.dumps(
@@ -380,16 +337,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         + "\n"
     )
-    run_prediction(
-        members,
-        files,
-        out,
-        settings,
-        batch_size=args.get("batch_size", 8),
-        overlays=args.get("overlays", False),
-    )
+    table = run_prediction(members, files, out, settings, batch_size=batch_size, overlays=overlays)
     log.info("predictions written to %s", out)
-
-
-if __name__ == "__main__":
-    main()
+    return table

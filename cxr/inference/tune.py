@@ -6,13 +6,13 @@ out-of-fold predictions of a k-fold ensemble. Detection: the ensemble's NMS IoU 
 threshold are swept for the best RSNA mAP (:func:`cxr.inference.postprocess.sweep_nms`), also per epoch for the
 paper's Fig. 8; classification: the decision threshold for the best F1 or a target recall.
 Writes ``postprocess.json`` (read by ``cxr-predict``), and for detection ``nms_sweep.csv`` and
-``nms_sweep.png``, to ``out`` (default: the checkpoints' common folder).
+``nms_sweep.png``, to ``out`` (default: the checkpoints' common folder). The command line is
+:mod:`cxr.cli.tune`.
 """
 
 from __future__ import annotations
 
 import datetime
-import inspect
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cxr.cli.common import exit_on_error, expand, floats, parse_command
+from cxr.inference.datamodules import rebuild_datamodule
 from cxr.inference.members import Member, classify, detect, load_members, resolve_device
 from cxr.inference.postprocess import (
     PostprocessSettings,
@@ -41,33 +41,9 @@ log = logging.getLogger(__name__)
 NMS_GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(11))  # 0.2 .. 0.7
 SCORE_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 
-USAGE = f"""\
-usage: cxr-tune ckpt=PATH [ckpt=PATH ...] data_dir=DIR [out=DIR] [key=value ...]
-
-Chooses post-processing on the checkpoints' validation splits (out-of-fold for k-fold runs) and writes
-postprocess.json to out (default: the checkpoints' common folder), where cxr-predict finds it.
-
-options:
-  device=auto|cpu|cuda[:N]  batch_size=N  num_workers=N  cache_dir=DIR   (datamodule overrides)
-  detection:       nms={",".join(map(str, NMS_GRID))}
-                   scores={",".join(map(str, SCORE_GRID))}
-                   score_mode=mean|max  box_size=shrink|none|percentile  shrink=0.875  scale=1.6
-                   (box size is stored, not tuned: the challenge's test boxes were drawn tighter than its
-                   training boxes, so validation cannot choose it; its validation mAP is reported)
-  classification:  target_recall=R   (default: the threshold with the best F1)
-"""
-
 
 def _datamodule(member: Member, data_dir: Path, overrides: dict):
-    if member.task == "detection":
-        from cxr.data.rsna import RSNADataModule as cls
-    else:
-        from cxr.data.ped_cxr import PedChestXrayDataModule as cls
-    accepted = inspect.signature(cls).parameters
-    kwargs = {k: v for k, v in {**member.meta["datamodule"], **overrides}.items() if k in accepted}
-    dm = cls(data_dir=data_dir, **kwargs)
-    dm.setup("validate")
-    return dm
+    return rebuild_datamodule(member.meta, member.task, data_dir, "validate", **overrides)
 
 
 def _loader(member: Member, data_dir: Path, overrides: dict, cache: dict):
@@ -221,52 +197,3 @@ def tune_thresholds(
         {k: v for k, v in settings.__dict__.items() if k != "chosen_on"},
     )
     return settings
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``cxr-tune`` (exits with a one-line error on bad arguments, checkpoints or data)."""
-    args = parse_command(
-        argv,
-        "cxr-tune",
-        USAGE,
-        {
-            "ckpt": str,
-            "data_dir": Path,
-            "out": Path,
-            "device": str,
-            "batch_size": int,
-            "num_workers": int,
-            "cache_dir": str,
-            "nms": floats,
-            "scores": floats,
-            "score_mode": str,
-            "box_size": str,
-            "shrink": float,
-            "scale": float,
-            "target_recall": float,
-        },
-        required=("ckpt", "data_dir"),
-        repeated=("ckpt",),
-    )
-    checkpoints = expand(args.pop("ckpt"))
-    options = {k: args[k] for k in ("batch_size", "num_workers", "cache_dir") if k in args}
-    with exit_on_error("cxr-tune"):
-        members_task = load_members(checkpoints[:1])[0].task
-        if members_task == "detection":
-            options.update(
-                nms_thresholds=args.get("nms", NMS_GRID),
-                score_thresholds=args.get("scores", SCORE_GRID),
-                settings=PostprocessSettings("detection").replace(
-                    score_mode=args.get("score_mode"),
-                    box_size=args.get("box_size"),
-                    shrink=args.get("shrink"),
-                    percentile_scale=args.get("scale"),
-                ),
-            )
-        elif "target_recall" in args:
-            options["target_recall"] = args["target_recall"]
-        tune_thresholds(checkpoints, args["data_dir"], args.get("out"), args.get("device", "auto"), **options)
-
-
-if __name__ == "__main__":
-    main()

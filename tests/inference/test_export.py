@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from cxr.cli.export import main as export
 from cxr.inference.export import export_onnx
-from cxr.inference.export import main as export
 from cxr.inference.members import load_member
 from cxr.inference.postprocess import PostprocessSettings
 from cxr.models import create_model
@@ -71,22 +71,25 @@ def test_onnx_runtime_matches_pytorch(tmp_path, name, kwargs, labels):
     assert meta["cxr_decision_threshold"] == "0.5" and meta["cxr_model"] == name
 
 
-def test_detectors_and_unknown_formats_are_refused(tmp_path):
+def test_detectors_and_unknown_formats_are_refused(tmp_path, capsys):
     detector = {"encoder": "test_resnet", "image_size": 64, "fpn_channels": 16}
     ckpt = _checkpoint(tmp_path / "det.ckpt", "retinanet", detector, task="DetectionTask", size=64)
     with pytest.raises(SystemExit, match=r"det\.ckpt: cxr-export handles the classifiers .* detection model"):
-        export([f"ckpt={ckpt}"])
-    with pytest.raises(SystemExit, match="format='tflite' is not supported"):
-        export([f"ckpt={ckpt}", "format=tflite"])
-    with pytest.raises(SystemExit, match="missing ckpt="):
-        export([])
+        export(["--ckpt", str(ckpt)])
+    for argv, message in (
+        (["--ckpt", str(ckpt), "--format", "tflite"], "argument --format: invalid choice: 'tflite'"),
+        ([], "the following arguments are required: --ckpt"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            export(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_trained_classifier_is_tuned_then_exported_with_its_threshold(tmp_path, ped_cxr_dir, capsys):
     from cxr.cli.train import run
+    from cxr.cli.tune import main as tune
     from cxr.config.compose import compose
-    from cxr.inference.tune import main as tune
 
     run(
         compose(
@@ -108,9 +111,16 @@ def test_trained_classifier_is_tuned_then_exported_with_its_threshold(tmp_path, 
         )
     )
     ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch*.ckpt"))
-    tune([f"ckpt={ckpt}", f"data_dir={ped_cxr_dir}", f"cache_dir={tmp_path / 'cache'}", "target_recall=1.0"])
+    tune(
+        [
+            *("--ckpt", str(ckpt)),
+            *("--data-dir", str(ped_cxr_dir)),
+            *("--cache-dir", str(tmp_path / "cache")),
+            *("--target-recall", "1.0"),
+        ]
+    )
     settings = PostprocessSettings.load(tmp_path / "run" / "checkpoints" / "postprocess.json")
     assert settings.chosen_on["recall"] == 1.0 and settings.chosen_on["objective"] == "recall >= 1.0"
-    export([f"ckpt={ckpt}", f"out={tmp_path / 'model.onnx'}"])
+    export(["--ckpt", str(ckpt), "--out", str(tmp_path / "model.onnx")])
     assert capsys.readouterr().out.strip() == str(tmp_path / "model.onnx")
     assert float(_metadata(tmp_path / "model.onnx")["cxr_decision_threshold"]) == settings.decision_threshold

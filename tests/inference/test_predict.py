@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cxr.cli.predict import main as predict
 from cxr.inference.overlays import grad_cam, last_feature_conv
 from cxr.inference.postprocess import PostprocessSettings
-from cxr.inference.predict import main as predict
 from cxr.inference.submission import read_submission
 from cxr.models import create_model
 from cxr.synth.phantom import chest_phantom
@@ -97,7 +97,9 @@ def test_predict_on_a_folder_with_one_corrupt_file(tmp_path, caplog):
     images = write_images(tmp_path / "in")
     (tmp_path / "in" / "corrupt.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (tmp_path / "in" / "notes.txt").write_text("not an image")
-    predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'out'}", "overlays=true"])
+    predict(
+        ["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--overlays"]
+    )
     table = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
     assert list(table.columns) == ["file", "probability", "label", "class", "error"]
     assert len(table) == 4
@@ -129,7 +131,18 @@ def test_three_class_classifier_gives_class_probabilities(tmp_path):
         {"threshold": 0.5},
     )
     write_images(tmp_path / "in")
-    predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'out'}", "threshold=0.0"])
+    predict(
+        [
+            "--ckpt",
+            str(ckpt),
+            "--input",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "out"),
+            "--threshold",
+            "0",
+        ]
+    )
     table = pd.read_csv(tmp_path / "out" / "predictions.csv")
     probs = table[["prob_normal", "prob_bacterial", "prob_viral"]].to_numpy()
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
@@ -144,21 +157,43 @@ def test_postprocess_json_beside_the_checkpoint_is_used_and_the_command_line_win
     ckpt = classifier_checkpoint(run / "checkpoints" / "clf.ckpt", threshold=0.5)
     write_images(tmp_path / "in")
     PostprocessSettings("classification", decision_threshold=0.0).save(run)
-    predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'a'}"])
+    predict(["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "a")])
     assert (pd.read_csv(tmp_path / "a" / "predictions.csv")["label"] == 1).all()
     assert json.loads((tmp_path / "a" / "settings.json").read_text())["source"] == str(
         run / "postprocess.json"
     )
-    predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'b'}", "threshold=1.0"])
+    predict(
+        [
+            "--ckpt",
+            str(ckpt),
+            "--input",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "b"),
+            "--threshold",
+            "1",
+        ]
+    )
     assert (pd.read_csv(tmp_path / "b" / "predictions.csv")["label"] == 0).all()
-    predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'c'}", "postprocess=none"])
+    predict(
+        [
+            "--ckpt",
+            str(ckpt),
+            "--input",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "c"),
+            "--postprocess",
+            "none",
+        ]
+    )
     c = pd.read_csv(tmp_path / "c" / "predictions.csv")
     assert (c["label"] == (c["probability"] >= 0.5)).all()  # the checkpoint's own threshold
 
 
 def _detect(tmp_path, name, ckpts, inputs, *extra):
     out = tmp_path / name
-    predict([*(f"ckpt={c}" for c in ckpts), *(f"input={i}" for i in inputs), f"out={out}", *extra])
+    predict(["--ckpt", *map(str, ckpts), "--input", *map(str, inputs), "--out", str(out), *extra])
     return pd.read_csv(out / "predictions.csv", keep_default_na=False), out
 
 
@@ -166,19 +201,21 @@ def test_detection_ensemble_of_two_identical_checkpoints_equals_one(tmp_path, rs
     a = detector_checkpoint(tmp_path / "a.ckpt")
     b = shutil.copy(a, tmp_path / "b.ckpt")
     inputs = [rsna_dir / "stage_2_test_images", *write_images(tmp_path / "jpg", n=1)]
-    one, _ = _detect(tmp_path, "one", [a], inputs, "score=0.45")
-    two, out = _detect(tmp_path, "two", [a, b], inputs, "score=0.45")
+    one, _ = _detect(tmp_path, "one", [a], inputs, "--score", "0.45")
+    two, out = _detect(tmp_path, "two", [a, b], inputs, "--score", "0.45")
     assert one["score"].astype(str).str.len().gt(0).sum() > 4  # boxes were found
     pd.testing.assert_frame_equal(one, two)
     assert (tmp_path / "one" / "submission.csv").read_text() == (out / "submission.csv").read_text()
     # members found everything at 0.5: the tuned threshold 0.3 of the checkpoint keeps it, score=0.6 none
-    none, _ = _detect(tmp_path, "none", [a], inputs, "score=0.6")
+    none, _ = _detect(tmp_path, "none", [a], inputs, "--score", "0.6")
     assert (none["score"] == "").all() and len(none) == 4
 
 
 def test_submission_round_trips_the_predicted_boxes(tmp_path, rsna_dir):
     ckpt = detector_checkpoint(tmp_path / "a.ckpt")
-    table, out = _detect(tmp_path, "out", [ckpt], [rsna_dir / "stage_2_test_images"], "box_size=percentile")
+    table, out = _detect(
+        tmp_path, "out", [ckpt], [rsna_dir / "stage_2_test_images"], "--box-size", "percentile"
+    )
     submission = read_submission(out / "submission.csv")
     assert sorted(submission) == sorted(p.stem for p in (rsna_dir / "stage_2_test_images").glob("*.dcm"))
     for file, rows in table.groupby("file"):
@@ -196,17 +233,15 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
         predict(["--help"])
     assert info.value.code == 0 and "usage: cxr-predict" in capsys.readouterr().out
     for argv, message in (
-        (["ckpt=x"], "missing input=... out=..."),
-        (["nsm=0.5"], "unknown option 'nsm'"),
-        (["ckpt"], "expected key=value"),
-        ([f"ckpt={tmp_path / 'no.ckpt'}", "input=.", "out=o"], "no.ckpt: no such checkpoint"),
+        (["--ckpt", "x"], "the following arguments are required: --input, --out"),
+        (["--ckpt", "a", "--input", "b", "--out", "o", "--nsm", "0.5"], "unrecognized arguments: --nsm 0.5"),
+        (["--ckpt", "a", "--input", "b", "--out", "o", "--box-size", "huge"], "invalid choice: 'huge'"),
     ):
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(SystemExit) as info:
             predict(argv)
-    ckpt = classifier_checkpoint(tmp_path / "clf.ckpt")
-    write_images(tmp_path / "in", n=1)
-    with pytest.raises(SystemExit, match="box_size must be one of"):
-        predict([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'o'}", "box_size=huge"])
+        assert info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(SystemExit, match=r"no\.ckpt: no such checkpoint"):
+        predict(["--ckpt", str(tmp_path / "no.ckpt"), "--input", ".", "--out", "o"])
 
 
 class _BrightnessClassifier(nn.Module):
@@ -245,8 +280,8 @@ def test_grad_cam_points_at_the_evidence_and_uses_the_last_feature_conv():
 @pytest.mark.slow
 def test_real_training_runs_tune_and_predict_as_an_ensemble(tmp_path, rsna_dir):
     from cxr.cli.train import run
+    from cxr.cli.tune import main as tune
     from cxr.config.compose import compose
-    from cxr.inference.tune import main as tune
 
     for fold in (0, 1):
         run(
@@ -275,11 +310,11 @@ def test_real_training_runs_tune_and_predict_as_an_ensemble(tmp_path, rsna_dir):
     ckpts = str(tmp_path / "sweep" / "*" / "checkpoints" / "epoch*.ckpt")
     tune(
         [
-            f"ckpt={ckpts}",
-            f"data_dir={rsna_dir}",
-            f"cache_dir={tmp_path / 'cache'}",
-            "nms=0.3,0.5",
-            "scores=0.01,0.05,0.5",
+            *("--ckpt", ckpts),
+            *("--data-dir", str(rsna_dir)),
+            *("--cache-dir", str(tmp_path / "cache")),
+            *("--nms", "0.3", "0.5"),
+            *("--scores", "0.01", "0.05", "0.5"),
         ]
     )
     settings = PostprocessSettings.load(tmp_path / "sweep" / "postprocess.json")
@@ -290,7 +325,9 @@ def test_real_training_runs_tune_and_predict_as_an_ensemble(tmp_path, rsna_dir):
     sweep = pd.read_csv(tmp_path / "sweep" / "nms_sweep.csv")
     assert len(sweep) == 6 and sweep["rsna_map"].max() == pytest.approx(chosen["rsna_map"])
     assert (tmp_path / "sweep" / "nms_sweep.png").stat().st_size > 0
-    predict([f"ckpt={ckpts}", f"input={rsna_dir / 'stage_2_test_images'}", f"out={tmp_path / 'out'}"])
+    predict(
+        ["--ckpt", ckpts, "--input", str(rsna_dir / "stage_2_test_images"), "--out", str(tmp_path / "out")]
+    )
     used = json.loads((tmp_path / "out" / "settings.json").read_text())
     assert used["source"] == str(tmp_path / "sweep" / "postprocess.json")
     assert used["postprocess"]["nms_thresh"] == settings.nms_thresh
