@@ -41,3 +41,30 @@ def test_figures_are_written(tmp_path):
     )
     assert nms_curves(sweep, tmp_path / "f8.png", "Fig. 8").stat().st_size > 1000
     assert nms_curves(sweep.iloc[:0], tmp_path / "none.png", "Fig. 8") is None
+
+
+def _classification_run(folder, labels, probabilities, confusion):
+    import json
+
+    import pandas as pd
+
+    folder.mkdir(parents=True)
+    pd.DataFrame({"index": range(len(labels)), "label": labels, "probability": probabilities}).to_csv(
+        folder / "test_predictions.csv", index=False
+    )
+    (folder / "metrics.json").write_text(json.dumps({"test/confusion_matrix": confusion}))
+    return folder
+
+
+def test_classification_figure_draws_curves_and_matrices_and_skips_missing_runs(tmp_path):
+    from PIL import Image
+
+    from cxr.reporting.classification_plots import classification_figure
+
+    good = _classification_run(tmp_path / "a", [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], [[2, 0], [1, 1]])
+    runs = {"row a": [good, tmp_path / "missing"], "row b": [None]}
+    path = classification_figure(runs, tmp_path / "fig.png", "title")
+    width, height = Image.open(path).size
+    assert width > 2 * height  # ROC, PR and one matrix per row side by side
+    assert classification_figure({"row b": [tmp_path / "missing"]}, tmp_path / "none.png", "t") is None
+    assert not (tmp_path / "none.png").exists()
