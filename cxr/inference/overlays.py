@@ -1,5 +1,6 @@
-"""Pictures of predictions: detected boxes drawn on the radiograph, and Grad-CAM heat maps of the
-classifiers (CheXNet-style localisation, computed by ``pytorch-grad-cam``).
+"""Pictures of predictions: detected boxes drawn on the radiograph, and class-activation heat maps
+(computed by ``pytorch-grad-cam``): Grad-CAM of the classifiers (CheXNet-style localisation), and for
+the detector a map of its encoder (:func:`detector_cam`) under the boxes.
 
 Images are 2-D radiographs (uint8, or float in [0, 1]) at any size; boxes are x1 y1 x2 y2 in that
 image's pixels. Pictures are RGB uint8, at most ``max_side`` pixels on the long side.
@@ -30,9 +31,14 @@ def _display(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2)), scale
 
 
-def draw_boxes(image: np.ndarray, boxes, scores=None, max_side: int = 1024) -> np.ndarray:
-    """The radiograph with ``boxes`` (N, 4) outlined and, if given, their ``scores`` written above them."""
+def draw_boxes(
+    image: np.ndarray, boxes, scores=None, max_side: int = 1024, heatmap: np.ndarray | None = None
+) -> np.ndarray:
+    """The radiograph with ``boxes`` (N, 4) outlined and, if given, their ``scores`` written above them;
+    with a ``heatmap`` (as :func:`draw_heatmap` takes it) the boxes are drawn over that blend."""
     picture, scale = _display(image, max_side)
+    if heatmap is not None:
+        picture = _blend(picture, heatmap)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * scale
     thickness = max(1, round(max(picture.shape) / 300))
     for i, (x1, y1, x2, y2) in enumerate(boxes):
@@ -90,11 +96,56 @@ def grad_cam(model: nn.Module, images: Tensor, class_index: int | Sequence[int])
     return np.asarray(maps, np.float32)
 
 
+class _EncoderHead(nn.Module):
+    """A detector's encoder and global head as one classifier: images -> global logits (B, G), or,
+    without a global head, the deepest feature averaged over space (B, C). ``tap`` (an identity) marks
+    the deepest encoder feature map for the CAM hooks."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.encoder = detector.backbone.encoder
+        self.head = getattr(detector, "global_head", None)
+        self.tap = nn.Identity()
+
+    def forward(self, images: Tensor) -> Tensor:
+        deepest = self.tap(self.encoder(images)[-1])
+        return self.head(deepest) if self.head is not None else deepest.mean(dim=(2, 3))
+
+
+def detector_cam(detector: nn.Module, images: Tensor, class_index: int | None = None) -> np.ndarray:
+    """Heat maps float32 (B, H, W) in [0, 1] (each scaled to its own maximum) of a RetinaNet's encoder
+    on normalised ``images`` (B, C, H, W), at the input's size.
+
+    Read from the deepest encoder feature map (``detector.backbone.encoder``, stride 32), never from
+    the detection output, so the detector's output format does not matter. With ``class_index`` and a
+    global head: Grad-CAM of that global class's logit (index 2, Lung Opacity, shows where the
+    opacity evidence lies). Otherwise EigenCAM: the feature map's first principal component, which
+    needs no class and no gradients.
+    """
+    from pytorch_grad_cam import EigenCAM, GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    wrapper = _EncoderHead(detector).eval()
+    if class_index is not None and wrapper.head is not None:
+        cam, targets = GradCAM, [ClassifierOutputTarget(int(class_index))] * len(images)
+    else:
+        cam, targets = EigenCAM, [None] * len(images)  # a list: EigenCAM ignores it, None would argmax
+    try:
+        with cam(model=wrapper, target_layers=[wrapper.tap]) as method:
+            maps = method(input_tensor=images, targets=targets)
+    finally:
+        wrapper.zero_grad(set_to_none=True)  # Grad-CAM's backward leaves gradients on the detector
+    return np.asarray(maps, np.float32)
+
+
 def draw_heatmap(
     image: np.ndarray, heatmap: np.ndarray, max_side: int = 1024, weight: float = 0.5
 ) -> np.ndarray:
     """The radiograph blended with a [0, 1] heat map (any size; resized to the picture), jet colours."""
-    picture, _ = _display(image, max_side)
+    return _blend(_display(image, max_side)[0], heatmap, weight)
+
+
+def _blend(picture: np.ndarray, heatmap: np.ndarray, weight: float = 0.5) -> np.ndarray:
     heat = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), (picture.shape[1], picture.shape[0]))
     colour = cv2.cvtColor(
         cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
