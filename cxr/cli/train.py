@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     output_dir, ckpt_path = prepare_run_folder(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.datamodule, augment=build_augment(cfg.augment), _convert_="all")
-    model = instantiate(cfg.model, _convert_="all")
+    model = _build(cfg.model, "model")
     task = instantiate(cfg.task, model=model, _convert_="all")
     callbacks = [instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
@@ -60,6 +60,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
         write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         log.info("metrics written to %s", output_dir / "metrics.json")
     return metrics
+
+
+def _build(node: DictConfig, name: str):
+    """Instantiate ``node``; a ValueError or OSError of the constructor (a bad ``pretrained_path``, a
+    value out of range) becomes a one-line ConfigError naming ``name`` instead of Hydra's traceback."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ValueError | OSError):
+            raise ConfigError(f"{name}: {' '.join(str(cause).split())}") from None
+        raise
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

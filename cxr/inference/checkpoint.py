@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cxr.models.weights import refused_object
+
 META_KEY = "cxr"
 FORMAT_VERSION = 1
 
@@ -31,14 +33,11 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's message is a page long; the line naming the refused object is the one that matters
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-        detail = (named or lines or [""])[0]
+        # only the refused object's name: torch's message advises weights_only=False, never wanted here
         raise CheckpointError(
             f"{path}: refused to load: the file holds Python objects other than tensors and "
-            f"plain containers, so it may be tampered with ({detail})"
-        ) from err
+            f"plain containers, so it may be tampered with ({refused_object(err)})"
+        ) from None
     except Exception as err:  # RuntimeError (bad zip), EOFError, OSError ...: truncated or not a checkpoint
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a loadable checkpoint, truncated or corrupt ({first})") from err

@@ -7,6 +7,8 @@ first conv to the model's input channels (timm's ``adapt_input_conv``) and repor
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -16,13 +18,30 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+def refused_object(err: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` refused, e.g. ``GLOBAL builtins.exec``, from its error.
+
+    Only the object's name: torch's message goes on to suggest loading with ``weights_only=False``
+    or allow-listing the object, which would run code from an untrusted file, so none of it is shown.
+    """
+    found = re.search(r"GLOBAL\s+[\w.]+", str(err))
+    return found.group(0) if found else "an object that is not a tensor or a plain container"
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         state = load_file(str(path), device="cpu")
     elif path.suffix in (".pth", ".pt"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{path}: refused to load: the file holds Python objects other than tensors and plain "
+                f"containers ({refused_object(err)}); save the weights with torch.save(model.state_dict()) "
+                "or as .safetensors"
+            ) from None
     else:
         raise ValueError(
             f"{path}: expected a .safetensors, .pth or .pt state dict, got suffix {path.suffix!r}"

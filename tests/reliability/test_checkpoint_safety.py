@@ -144,3 +144,29 @@ def test_no_code_path_unpickles_untrusted_files() -> None:
             if is_trainer_call and not (isinstance(flag, ast.Constant) and flag.value is True):
                 problems.append(f"{where}: {name}(ckpt_path=...) without weights_only=True")
     assert not problems, problems
+
+
+def test_refusals_never_pass_on_torchs_advice_to_load_unsafely(ped_cxr_dir: Path, tmp_path: Path) -> None:
+    """A pickled checkpoint or ``pretrained_path`` is one line naming the object; torch's advice to
+    retry with ``weights_only=False`` (or to allow-list the object) is not repeated."""
+    marker = tmp_path / "pwned"
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(_tampered(tmp_path / "model.ckpt", marker))
+    torch.save({"stem.weight": torch.zeros(1), "extra": _Payload(marker)}, tmp_path / "weights.pth")
+    base = [f"datamodule.data_dir={ped_cxr_dir}", f"datamodule.cache_dir={tmp_path / 'cache'}", "trainer=cpu"]
+    with pytest.raises(ConfigError) as train_err:
+        run(
+            compose(
+                [*base, "model=mobilenet", f"model.pretrained_path={tmp_path / 'weights.pth'}"],
+                output_dir=tmp_path / "run",
+            )
+        )
+    pretrained = str(train_err.value)
+    assert (
+        pretrained.startswith(f"model: {tmp_path / 'weights.pth'}: refused to load")
+        and "GLOBAL" in pretrained
+    )
+    for text in (str(err.value), pretrained):
+        assert "\n" not in text
+        assert "weights_only" not in text and "safe_globals" not in text and "trust" not in text
+    assert not marker.exists() and not (tmp_path / "cache").exists()
