@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.uid import UID
 
-from cxr.data.image_io import ImageReadError, check_pixel_count
+from cxr.data.image_io import ImageReadError, check_pixel_count, file_problem, pillow_pixel_limit
 
 # Which pip packages provide a decoder, by transfer syntax family; pydicom's own message lists
 # plugin names, not what to install.
@@ -42,11 +42,14 @@ class DicomReadError(ValueError):
 
 
 def _open(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    if (problem := file_problem(path)) is not None:
+        error = FileNotFoundError if problem == "no such file" or "dangling" in problem else DicomReadError
+        raise error(f"{path}: {problem}")
     try:
         # large elements (the pixel data) are read only when used: a size check can refuse them first
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size="1 MB")
+    except PermissionError as err:
+        raise DicomReadError(f"{path}: cannot be read, permission denied ({err.strerror})") from err
     except InvalidDicomError as err:
         raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' preamble): {err}") from err
     except Exception as err:  # pydicom raises many types for truncated or corrupt headers
@@ -88,8 +91,8 @@ def read_dicom(path: str | Path) -> np.ndarray:
     High bits beyond Bits Stored are ignored by pydicom's decoders.
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        DicomReadError: not DICOM, no Pixel Data, Rows x Columns over
+        FileNotFoundError: the file does not exist, or is a dangling symbolic link.
+        DicomReadError: not a regular file (FIFO, device), no read permission, not DICOM, no Pixel Data, Rows x Columns over
             :func:`~cxr.data.image_io.max_pixels` (checked before decoding), no decoder for the transfer
             syntax (with the package to install) or a decoding failure; the message starts with the file path.
     """
@@ -109,7 +112,10 @@ def read_dicom(path: str | Path) -> np.ndarray:
     if tsyntax.is_compressed:
         _check_decoder(tsyntax, path)
     try:
-        arr = pixel_array(ds, index=0) if int(ds.get("NumberOfFrames", 1) or 1) > 1 else ds.pixel_array
+        with pillow_pixel_limit():  # the size passed check_pixel_count; Pillow's own limit must not refuse it
+            arr = pixel_array(ds, index=0) if int(ds.get("NumberOfFrames", 1) or 1) > 1 else ds.pixel_array
+    except PermissionError as err:  # the deferred pixel data is read from the file only now
+        raise DicomReadError(f"{path}: cannot be read, permission denied ({err.strerror})") from err
     except Exception as err:  # decoders raise many types; all mean "cannot decode"
         raise DicomReadError(
             f"{path}: cannot decode pixel data with transfer syntax {tsyntax.name} "

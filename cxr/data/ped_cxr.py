@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr.data.cache import build_cache
 from cxr.data.image_io import ImageReadError, read_image
+from cxr.data.leakage import check_leakage
 from cxr.data.ped_cxr_files import (
     BINARY_CLASSES,
     CLASS_FOLDERS,
@@ -102,7 +103,8 @@ class PedChestXrayDataModule(pl.LightningDataModule):
         augment: albumentations transforms for train only; val/test are never augmented.
         mean, std: normalisation of pixels scaled to [0, 1].
         cache_dir: root of the decode-once cache (default ``$CXR_CACHE`` or ``~/.cache/cxr``).
-        strict: raise on an unreadable image instead of skipping it with a warning.
+        strict: raise instead of warning on an unreadable image, a dangling link or FIFO among the
+            images, and a byte-identical image or a patient in more than one split.
 
     The train loader's order and augmentation follow (training seed, epoch) only, so runs repeat and
     resume mid-epoch exactly (:mod:`cxr.data.resumable`).
@@ -138,6 +140,9 @@ class PedChestXrayDataModule(pl.LightningDataModule):
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        for name, value in (("image_size", image_size), ("batch_size", batch_size)):
+            if int(value) < 1:
+                raise ValueError(f"datamodule.{name} must be a positive integer, got {value}")
         self.save_hyperparameters(ignore=["augment"], logger=False)
         self.data_dir, self.image_size, self.batch_size = Path(data_dir), int(image_size), int(batch_size)
         self.num_workers, self.labels, self.split = int(num_workers), labels, split
@@ -175,7 +180,7 @@ class PedChestXrayDataModule(pl.LightningDataModule):
         return inverse_frequency_weights(self.class_counts)
 
     def _all_files(self) -> tuple[dict[str, list[Path]], list[Path]]:
-        found = find_images(self.data_dir, require_val=self.split == "official")
+        found = find_images(self.data_dir, require_val=self.split == "official", strict=self.strict)
         return found, [
             p for s in SPLITS for p in found[s]
         ]  # same list for every split mode and seed: one cache
@@ -244,6 +249,13 @@ class PedChestXrayDataModule(pl.LightningDataModule):
             )
             splits[split] = kept
         self._splits, self._datasets = splits, datasets
+        check_leakage(
+            f"Ped-ChestXray under {self.data_dir}",
+            splits,
+            dict(zip(files, cache.hashes, strict=True)),
+            patient=patient_id,
+            strict=self.strict,
+        )
         sizes = ", ".join(f"{s} {len(self._splits[s])}" for s in SPLITS)
         log.info(
             "Ped-ChestXray (%s split, seed %d, %s): %s images", self.split, self.seed, self.data_dir, sizes

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from cxr.data.image_io import IMAGE_SUFFIXES
+from cxr.data.safe_paths import warn_escaping
 
 log = logging.getLogger(__name__)
 
@@ -76,35 +77,70 @@ def _stratum(path: Path) -> int:
         return 3
 
 
-def find_images(data_dir: str | Path, require_val: bool = False) -> dict[str, list[Path]]:
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _kind(p: Path) -> str:
+    """What a folder entry that is not an image file is, for the warning that counts them."""
+    if p.is_symlink() and not p.exists():
+        return "dangling symbolic link(s)"
+    if p.is_dir() or p.is_file():
+        return f"sub-folder(s) or file(s) without an image suffix {sorted(IMAGE_SUFFIXES)}"
+    return "FIFO(s), socket(s) or device file(s)"
+
+
+def find_images(
+    data_dir: str | Path, require_val: bool = False, strict: bool = False
+) -> dict[str, list[Path]]:
     """Image files per official split, NORMAL then PNEUMONIA, each sorted by name.
 
-    Dotfiles (``.DS_Store``) are skipped; sub-folders and files whose suffix is not in
-    ``IMAGE_SUFFIXES`` are ignored with a warning that counts them.
-    ``val`` may be absent (empty list) unless ``require_val``.
+    Dotfiles (``.DS_Store``) are skipped. Sub-folders and files whose suffix is not in
+    ``IMAGE_SUFFIXES`` are ignored with a warning that counts them; dangling symbolic links, FIFOs,
+    sockets and devices are left out with a warning of their own (an error when ``strict``). Images
+    that resolve outside ``data_dir`` and their class folder through symbolic links are read, with a
+    warning. ``val`` may be absent (empty list) unless ``require_val``.
 
     Raises:
-        FileNotFoundError: missing data_dir, split or class folder (all listed, with the expected
-            layout), or a class folder without images (val excepted unless ``require_val``).
+        FileNotFoundError: one line: missing data_dir, split or class folder (all listed), a class
+            folder that is a file, or a class folder without images (val excepted unless
+            ``require_val``), each with the expected layout.
+        ValueError: dangling links or special files when ``strict``.
     """
     root = Path(data_dir)
+    layout = _one_line(LAYOUT)
     if not root.is_dir():
-        raise FileNotFoundError(f"Ped-ChestXray data_dir {root} does not exist or is not a folder\n{LAYOUT}")
+        raise FileNotFoundError(f"Ped-ChestXray data_dir {root} does not exist or is not a folder; {layout}")
     needed = SPLITS if require_val else ("train", "test")
+    not_dirs = [
+        root / s / c
+        for s in SPLITS
+        for c in CLASS_FOLDERS
+        if (root / s / c).exists() and not (root / s / c).is_dir()
+    ]
+    not_dirs += [root / s for s in SPLITS if (root / s).exists() and not (root / s).is_dir()]
+    if not_dirs:
+        raise FileNotFoundError(
+            f"Ped-ChestXray under {root}: {', '.join(str(m) for m in sorted(not_dirs))} must be a folder, "
+            f"not a file; {layout}"
+        )
     missing = [root / s / c for s in needed for c in CLASS_FOLDERS if not (root / s / c).is_dir()]
     if missing:
         nested = sorted(str(d) for d in root.iterdir() if (d / "train").is_dir())
         hint = (
-            f"\n(a dataset was found one level down, in {', '.join(nested)}; point data_dir there)"
+            f" (a dataset was found one level down, in {', '.join(nested)}; point data_dir there)"
             if nested
             else ""
         )
-        raise FileNotFoundError(
-            f"Ped-ChestXray under {root}: missing folder(s) "
-            f"{', '.join(str(m) for m in missing)}\n{LAYOUT}{hint}"
+        why = (
+            " (split='official' needs val/)"
+            if require_val and any(m.parent.name == "val" for m in missing)
+            else ""
         )
+        names = ", ".join(str(m) for m in missing)
+        raise FileNotFoundError(f"Ped-ChestXray under {root}: missing folder(s) {names}{why}; {layout}{hint}")
     found: dict[str, list[Path]] = {}
-    ignored: list[Path] = []
+    ignored: dict[str, list[Path]] = {}
     for split in SPLITS:
         found[split] = []
         for cls in CLASS_FOLDERS:
@@ -116,18 +152,21 @@ def find_images(data_dir: str | Path, require_val: bool = False) -> dict[str, li
                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
             ]
             kept = set(images)
-            ignored += [p for p in entries if not p.name.startswith(".") and p not in kept]
+            for p in entries:
+                if not p.name.startswith(".") and p not in kept:
+                    ignored.setdefault(_kind(p), []).append(p)
             if not images and split in needed:
                 raise FileNotFoundError(
-                    f"{folder}: no image files (suffixes {sorted(IMAGE_SUFFIXES)})\n{LAYOUT}"
+                    f"{folder}: no image files (suffixes {sorted(IMAGE_SUFFIXES)}); {layout}"
                 )
             found[split].extend(images)
-    if ignored:  # e.g. .dcm or .webp files, or images nested one folder deeper: a user may expect them read
-        log.warning(
-            "Ped-ChestXray under %s: ignored %d sub-folder(s) or file(s) without an image suffix %s, e.g. %s",
-            root,
-            len(ignored),
-            sorted(IMAGE_SUFFIXES),
-            ", ".join(str(p) for p in ignored[:3]),
-        )
+    # e.g. .dcm or .webp files, or images one folder deeper: a user may expect them read
+    for kind, paths in ignored.items():
+        shown = ", ".join(str(p) for p in paths[:3])
+        message = f"Ped-ChestXray under {root}: ignored {len(paths)} {kind}, e.g. {shown}"
+        if strict and not kind.startswith("sub-folder"):
+            raise ValueError(f"{message} (strict=True)")
+        log.warning(message)
+    folders = [root / s / c for s in SPLITS for c in CLASS_FOLDERS if (root / s / c).is_dir()]
+    warn_escaping([p for s in SPLITS for p in found[s]], [root, *folders], f"Ped-ChestXray under {root}", log)
     return found

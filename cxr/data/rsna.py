@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from cxr.data.boxes import clip_boxes, scale_boxes
 from cxr.data.cache import build_cache
 from cxr.data.dicom import DicomReadError, read_dicom
+from cxr.data.leakage import check_leakage
 from cxr.data.resumable import EpochSampler, ResumableLoader, seed_augmentation, split_key
 from cxr.data.rsna_labels import (
     CLASS_NAMES,
@@ -32,6 +33,7 @@ from cxr.data.rsna_labels import (
     assign_folds,
     read_annotations,
 )
+from cxr.data.safe_paths import is_plain_name, warn_escaping
 from cxr.data.transforms import DEFAULT_MEAN, DEFAULT_STD, RadiographTransform
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,11 @@ class RSNADataModule(pl.LightningDataModule):
             raise FileNotFoundError(
                 f"none of the {len(paths)} image(s) listed in {source} exist, e.g. {paths[0]}; {LAYOUT}"
             )
+        folder = paths[0].parent if paths else self.data_dir
+        outside = [p for p in paths if p.parent != folder or not is_plain_name(p.name)]
+        if outside:  # read_annotations refuses such ids; this guards every other caller
+            raise ValueError(f"{source}: image path {outside[0]} is not a file directly in {folder}")
+        warn_escaping(paths, [self.data_dir, folder], folder, log)
         cached = build_cache(paths, read_dicom, self.image_size, self.cache_dir, self.num_workers, desc=desc)
         if not cached.errors:
             return cached
@@ -189,11 +196,8 @@ class RSNADataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate", "test") and self.train_set is None:
             table = self.folds
-            cached = self._decode(
-                [self.data_dir / TRAIN_DIR / f"{p}.dcm" for p in table["patientId"]],
-                self.data_dir / LABELS_CSV,
-                "RSNA train",
-            )
+            train_paths = [self.data_dir / TRAIN_DIR / f"{p}.dcm" for p in table["patientId"]]
+            cached = self._decode(train_paths, self.data_dir / LABELS_CSV, "RSNA train")
             ok = np.ones(len(table), bool)
             ok[list(cached.errors)] = False
             boxes, n_clipped, n_outside = [], 0, 0
@@ -211,6 +215,15 @@ class RSNADataModule(pl.LightningDataModule):
                     self.strict,
                 )
             is_val = (table["fold"] == self.fold).to_numpy()
+            check_leakage(
+                f"RSNA {self.data_dir / TRAIN_DIR} (fold {self.fold})",
+                {
+                    "train": [train_paths[i] for i in np.flatnonzero(~is_val & ok)],
+                    "val": [train_paths[i] for i in np.flatnonzero(is_val & ok)],
+                },
+                dict(zip(train_paths, cached.hashes, strict=True)),
+                strict=self.strict,
+            )
             common = (boxes, table["cls"].tolist(), cached.orig_sizes, table["patientId"].tolist())
             self.train_set = RSNADetectionDataset(
                 cached.images, np.flatnonzero(~is_val & ok), *common, self.train_transform

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from cxr.data.safe_paths import is_plain_name
+
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("Normal", "No Lung Opacity / Not Normal", "Lung Opacity")
@@ -41,12 +43,16 @@ def _problem(message: str, strict: bool) -> None:
     log.warning(message)
 
 
-def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+def _require(path: Path) -> None:
     if not path.is_file():
+        state = "is not a file" if path.exists() else "no such file"
         raise FileNotFoundError(
-            f"{path}: no such file; expected the RSNA challenge layout ({LABELS_CSV}, "
-            f"{CLASSES_CSV}, {TRAIN_DIR}/)"
+            f"{path}: {state}; expected the RSNA challenge layout ({LABELS_CSV}, {CLASSES_CSV}, {TRAIN_DIR}/)"
         )
+
+
+def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    _require(path)
     try:
         df = pd.read_csv(path, dtype={"patientId": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -91,7 +97,8 @@ def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame
         ``class`` (a :data:`CLASS_NAMES` entry), ``cls`` (its index) and ``boxes`` (float32 (N, 4)
         x1 y1 x2 y2 in original pixels, not yet clipped to the image; (0, 4) for negatives).
 
-    Duplicate rows, rows without a patientId, non-numeric coordinates, Target-1 rows without a
+    Rows whose patientId is not a plain file name (``../x``, ``/abs``, ``a/b``: it names the image
+    file, which must lie in the image folder) are refused. Duplicate rows, rows without a patientId, non-numeric coordinates, Target-1 rows without a
     complete box, boxes with width or height <= 0 and patient ids found in only one CSV are warned
     about with counts (errors when ``strict``). Images whose every
     box was invalid are dropped rather than kept as false negatives. Patients missing from the class
@@ -99,6 +106,8 @@ def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame
     """
     data_dir = Path(data_dir)
     labels_csv, classes_csv = data_dir / LABELS_CSV, data_dir / CLASSES_CSV
+    _require(labels_csv)
+    _require(classes_csv)  # before any warning about the labels CSV
     labels = _read_csv(labels_csv, LABEL_COLUMNS)
     no_id = labels["patientId"].isna() | (labels["patientId"].astype(str).str.strip() == "")
     if (n := int(no_id.sum())) > 0:
@@ -107,6 +116,17 @@ def read_annotations(data_dir: str | Path, strict: bool = False) -> pd.DataFrame
             strict,
         )
         labels = labels[~no_id]
+    unsafe = pd.Series(
+        [not is_plain_name(str(i)) for i in labels["patientId"]], index=labels.index, dtype=bool
+    )
+    if (n := int(unsafe.sum())) > 0:  # "../../x/evil" would read <data_dir>/../../x/evil.dcm
+        examples = sorted(set(labels.loc[unsafe, "patientId"].astype(str)))[:3]
+        _problem(
+            f"{labels_csv}: refused {n} row(s) whose patientId is not a plain file name (path separator, "
+            f"'..' or absolute path), e.g. {examples} (CSV line(s) {_lines(labels.index[unsafe])})",
+            strict,
+        )
+        labels = labels[~unsafe]
     labels = _numeric(labels, labels_csv, ("x", "y", "width", "height", "Target"), strict)
     if labels.empty:
         raise ValueError(f"{labels_csv}: no labelled rows; {LAYOUT}")
