@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from cxr.data.boxes import to_original
 from cxr.data.transforms import DEFAULT_MEAN, DEFAULT_STD
 from cxr.inference.checkpoint import CheckpointError, load_model, read_checkpoint
 from cxr.inference.optimise import optimise_for_inference
@@ -158,10 +159,17 @@ def detect(
         out = model(images.to(member.device, memory_format=torch.channels_last))
     finally:
         model.nms_thresh, model.detections_per_img = saved
-    size = float(member.image_size)
-    results = []
-    for det, (h, w) in zip(out["detections"], torch.as_tensor(orig_sizes).tolist(), strict=True):
-        scale = torch.tensor([w / size, h / size, w / size, h / size])
-        results.append({"boxes": det["boxes"].float().cpu() * scale, "scores": det["scores"].float().cpu()})
-    probs = out["global_logits"].float().softmax(dim=1).cpu() if "global_logits" in out else None
+    results = [
+        {
+            "boxes": to_original(det["boxes"].float().cpu(), hw, member.image_size),
+            "scores": det["scores"].float().cpu(),
+        }
+        for det, hw in zip(out, torch.as_tensor(orig_sizes).tolist(), strict=True)
+    ]
+    has_global = all("global_logits" in det for det in out) and len(out) > 0
+    probs = (
+        torch.stack([det["global_logits"].float() for det in out]).softmax(dim=1).cpu()
+        if has_global
+        else None
+    )
     return results, probs
