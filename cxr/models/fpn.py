@@ -7,6 +7,7 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -36,12 +37,26 @@ def _checked_weights(encoder: str, in_chans: int, path: str | Path) -> tuple[dic
     return classifier.state_dict(), dict(input_size=input_size)
 
 
+def _to_stride(feature: torch.Tensor, input_size: torch.Size, stride: int) -> torch.Tensor:
+    """``feature`` resized (bilinear) to ceil(input / stride) cells where it has another size."""
+    size = tuple(-(-int(n) // stride) for n in input_size)
+    if tuple(feature.shape[-2:]) == size:
+        return feature
+    return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+
+
 class EncoderFPN(nn.Module):
     """timm ``features_only`` encoder + ``torchvision.ops.FeaturePyramidNetwork`` + P6/P7.
 
     Levels and strides: P2 (4, only with ``with_p2``), P3 (8), P4 (16), P5 (32), P6 (64), P7 (128).
     P6 and P7 come from P5 through torchvision's ``LastLevelP6P7`` (the RetinaNet-v2 variant), so an
     input of S×S pixels gives maps of ceil(S / stride) cells, each with ``fpn_channels`` channels.
+
+    Encoders with unpadded ("valid") convolutions miss those sizes by a few cells (timm's
+    ``inception_resnet_v2`` gives 124/61/30/14 at 512 px, ``legacy_xception`` 127 at stride 4): their
+    features are resized (bilinear) to ceil(S / stride) before the pyramid, so every level is exactly
+    2× the next and the anchors keep their nominal strides. (The authors instead padded every valid
+    convolution of their own copies of these networks.) Aligned encoders are left untouched.
 
     Args:
         encoder: timm model name with stride-4/8/16/32 features at ``out_indices`` 1–4 (ResNet,
@@ -85,6 +100,7 @@ class EncoderFPN(nn.Module):
                 f"{out_indices}; the pyramid needs {strides}"
             )
         channels = self.encoder.feature_info.channels()
+        self.strides = strides
         self.names = [f"p{s.bit_length() - 1}" for s in strides]  # stride 2^k -> "pk"
         self.fpn = FeaturePyramidNetwork(
             channels, fpn_channels, extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels)
@@ -94,7 +110,7 @@ class EncoderFPN(nn.Module):
 
     def features(self, x: torch.Tensor) -> tuple[OrderedDict[str, torch.Tensor], torch.Tensor]:
         """Return (pyramid ``{"p2"|"p3": ..., "p7": ...}``, deepest encoder feature (B, C, S/32, S/32))."""
-        feats = self.encoder(x)
+        feats = [_to_stride(f, x.shape[-2:], s) for f, s in zip(self.encoder(x), self.strides, strict=True)]
         pyramid = self.fpn(OrderedDict(zip(self.names, feats, strict=True)))
         return pyramid, feats[-1]
 

@@ -11,7 +11,9 @@ Loss: ``box_cls_weight`` · focal box classification + ``box_reg_weight`` · box
 Metrics per stage (``val``/``test``):
 
 - ``rsna_map``: the challenge score (:class:`cxr.metrics.RSNAMeanAP`) of the detections with score
-  ≥ t. The score punishes every false positive, so t matters: on ``val`` it is computed for every t
+  ≥ t, after the model's own prefilter and NMS (the authors': score > 0.025, IoU 0.05) and, with
+  ``relative_score_thresh`` r > 0, after dropping each image's detections scoring below r × its best
+  (the authors' scorer: r = 0.5). The score punishes every false positive, so t matters: on ``val`` it is computed for every t
   in ``score_thresholds`` and the best is logged with its t as ``val/rsna_score_thresh``. This tunes t
   on the validation set, as the paper did, so ``val/rsna_map`` is optimistic. The chosen t is kept
   in the buffer ``score_thresh`` (saved in checkpoints); ``test/rsna_map`` uses it, and
@@ -30,7 +32,6 @@ from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAUROC, MulticlassPrecision, MulticlassRecall
@@ -47,19 +48,38 @@ def _above(detections: list[dict[str, Tensor]], thresh: float) -> list[dict[str,
     return [{"boxes": d["boxes"][k], "scores": d["scores"][k]} for d, k in zip(detections, keep, strict=True)]
 
 
+def relative_filter(detections: list[dict[str, Tensor]], ratio: float) -> list[dict[str, Tensor]]:
+    """Per image, drop the detections scoring below ``ratio`` × the image's best score (the
+    authors' ``scores[scores < scores[0] * 0.5] = 0``); ``ratio`` 0 keeps everything."""
+    if ratio <= 0:
+        return detections
+    out = []
+    for d in detections:
+        keep = d["scores"] >= ratio * d["scores"].max() if len(d["scores"]) else d["scores"] > 0
+        out.append({k: (v[keep] if k in ("boxes", "scores", "labels") else v) for k, v in d.items()})
+    return out
+
+
 class DetectionTask(pl.LightningModule):
     """Owns loss weighting, metrics and optimiser for a RetinaNet-style detector.
 
     Args:
-        model: module with the :class:`~cxr.models.retinanet.RetinaNet` forward contract (losses
-            when given targets, ``"detections"`` in eval mode, ``"global_logits"`` when it has a
-            global head) and attribute ``num_global_classes`` (0 = no global head).
+        model: module with the :class:`~cxr.models.retinanet.RetinaNet` contract: train-mode
+            ``forward(images, targets)`` -> loss dict (``loss_box_cls``, ``loss_box_reg``, and
+            ``loss_global`` when targets carry ``"cls"`` and it has a global head);
+            ``losses_and_detections(images, targets)`` -> (that dict, per-image detections);
+            eval-mode ``forward(images)`` -> per-image ``{"boxes", "scores", "labels"[,
+            "global_logits"]}``; attribute ``num_global_classes`` (0 = no global head).
         optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_: true``); Adam 1e-5 in the paper.
         scheduler: optional factory ``optimizer -> LRScheduler``; a ReduceLROnPlateau follows
             ``monitor`` with mode ``monitor_mode`` (a conflicting ``mode`` in the factory raises).
         box_cls_weight, box_reg_weight, global_cls_weight: loss weights (≥ 0).
         score_thresholds: candidate score thresholds for ``rsna_map``, each in [0, 1].
-        monitor, monitor_mode: the metric that checkpoints and schedulers follow.
+        relative_score_thresh: in [0, 1); see ``rsna_map`` above (0 = off).
+        monitor, monitor_mode: the metric that checkpoints follow (and the scheduler, unless
+            ``scheduler_monitor`` is given).
+        scheduler_monitor, scheduler_monitor_mode: the metric a plateau scheduler follows, e.g.
+            ``val/loss_box_reg`` (``min``) as the authors did; ``None`` = ``monitor``.
     """
 
     def __init__(
@@ -73,6 +93,9 @@ class DetectionTask(pl.LightningModule):
         score_thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
         monitor: str = "val/rsna_map",
         monitor_mode: str = "max",
+        relative_score_thresh: float = 0.0,
+        scheduler_monitor: str | None = None,
+        scheduler_monitor_mode: str | None = None,
     ) -> None:
         super().__init__()
         thresholds = tuple(float(t) for t in score_thresholds)
@@ -83,6 +106,12 @@ class DetectionTask(pl.LightningModule):
         if min(box_cls_weight, box_reg_weight, global_cls_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         check_monitor_mode(monitor_mode)
+        if scheduler_monitor_mode is not None:
+            check_monitor_mode(scheduler_monitor_mode)
+        if (scheduler_monitor is None) != (scheduler_monitor_mode is None):
+            raise ValueError("scheduler_monitor and scheduler_monitor_mode go together (both or neither)")
+        if not 0.0 <= relative_score_thresh < 1.0:
+            raise ValueError(f"relative_score_thresh must be in [0, 1), got {relative_score_thresh}")
         # Factories stay out of the checkpoint: it must load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.model = model
@@ -112,26 +141,23 @@ class DetectionTask(pl.LightningModule):
             )
         return metrics
 
-    def forward(self, images: Tensor) -> dict:
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]]:
         return self.model(images)
 
-    def _losses(self, out: dict, cls: Tensor) -> dict[str, Tensor]:
+    @staticmethod
+    def _targets(batch: dict) -> list[dict[str, Tensor]]:
+        return [{"boxes": b, "cls": c} for b, c in zip(batch["boxes"], batch["cls"], strict=True)]
+
+    def _losses(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The weighted total ``loss`` with the model's unweighted losses."""
         hp = self.hparams
-        losses = {"loss_box_cls": out["loss_box_cls"], "loss_box_reg": out["loss_box_reg"]}
         total = hp.box_cls_weight * losses["loss_box_cls"] + hp.box_reg_weight * losses["loss_box_reg"]
-        if "global_logits" in out:
-            labelled = cls >= 0
-            logits = out["global_logits"]
-            # sum / count rather than mean: a batch without labels gives 0, not nan
-            losses["loss_global"] = F.cross_entropy(
-                logits[labelled], cls[labelled], reduction="sum"
-            ) / labelled.sum().clamp(min=1)
+        if "loss_global" in losses:
             total = total + hp.global_cls_weight * losses["loss_global"]
         return {"loss": total, **losses}
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        out = self.model(batch["image"], [{"boxes": b} for b in batch["boxes"]])
-        losses = self._losses(out, batch["cls"])
+        losses = self._losses(self.model(batch["image"], self._targets(batch)))
         bs = len(batch["image"])
         for name, value in losses.items():
             self.log(
@@ -141,11 +167,15 @@ class DetectionTask(pl.LightningModule):
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         targets = [{"boxes": b} for b in batch["boxes"]]
-        out = self.model(batch["image"], targets)
+        losses, detections = self.model.losses_and_detections(batch["image"], self._targets(batch))
         bs = len(batch["image"])
-        for name, value in self._losses(out, batch["cls"]).items():
+        for name, value in self._losses(losses).items():
             self.log(f"{stage}/{name}", value, on_epoch=True, prog_bar=name == "loss", batch_size=bs)
-        detections = [{k: v.detach() for k, v in d.items()} for d in out["detections"]]
+        detections = [{k: v.detach() for k, v in d.items()} for d in detections]
+        global_logits = (
+            torch.stack([d.pop("global_logits") for d in detections]) if self.num_global_classes else None
+        )
+        detections = relative_filter(detections, self.hparams.relative_score_thresh)
         metrics = self.metrics[stage]
         for thresh, metric in zip(self.thresholds, metrics["rsna"], strict=True):
             metric.update(_above(detections, thresh), targets)
@@ -158,7 +188,7 @@ class DetectionTask(pl.LightningModule):
         metrics["coco"].update(detections, labelled)
         labelled = batch["cls"] >= 0
         if "cls" in metrics and labelled.any():
-            metrics["cls"].update(out["global_logits"][labelled].softmax(dim=1), batch["cls"][labelled])
+            metrics["cls"].update(global_logits[labelled].softmax(dim=1), batch["cls"][labelled])
 
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self.metrics[stage]
@@ -208,11 +238,10 @@ class DetectionTask(pl.LightningModule):
         """Per image: ``{"patient_id", "index", "boxes" float (K, 4) x1y1x2y2 in ORIGINAL pixels,
         "scores" (K,), "global_probs" (global_classes,) or None}``; all detections above the
         model's ``score_thresh``, unfiltered by the tuned ``self.score_thresh``."""
-        out = self.model(batch["image"])
+        detections = self.model(batch["image"])
         in_h, in_w = batch["image"].shape[-2:]
-        probs = out["global_logits"].softmax(dim=1) if "global_logits" in out else None
         results = []
-        for i, det in enumerate(out["detections"]):
+        for i, det in enumerate(detections):
             orig_h, orig_w = (float(v) for v in batch["orig_size"][i])
             scale = det["boxes"].new_tensor([orig_w / in_w, orig_h / in_h, orig_w / in_w, orig_h / in_h])
             results.append(
@@ -221,7 +250,7 @@ class DetectionTask(pl.LightningModule):
                     "index": int(batch["index"][i]),
                     "boxes": det["boxes"] * scale,
                     "scores": det["scores"],
-                    "global_probs": None if probs is None else probs[i],
+                    "global_probs": det["global_logits"].softmax(dim=0) if "global_logits" in det else None,
                 }
             )
         return results
@@ -231,6 +260,6 @@ class DetectionTask(pl.LightningModule):
             self.parameters(),
             self.optimizer_factory,
             self.scheduler_factory,
-            self.hparams.monitor,
-            self.hparams.monitor_mode,
+            self.hparams.scheduler_monitor or self.hparams.monitor,
+            self.hparams.scheduler_monitor_mode or self.hparams.monitor_mode,
         )

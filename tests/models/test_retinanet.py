@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import timm
 import torch
@@ -24,8 +25,7 @@ def test_paper_and_alternative_encoders_build_and_detect(encoder):
     model = RetinaNet(encoder=encoder, image_size=S, fpn_channels=32).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 1, S, S))
-    assert out["global_logits"].shape == (1, 3)
-    assert len(out["detections"]) == 1 and out["detections"][0]["boxes"].shape[1] == 4
+    assert len(out) == 1 and out[0]["boxes"].shape[1] == 4 and out[0]["global_logits"].shape == (3,)
 
 
 def test_seresnext101_builds():
@@ -39,25 +39,73 @@ def test_encoder_without_the_needed_strides_is_refused():
         EncoderFPN("test_vit")
 
 
+@pytest.mark.parametrize("box_loss", ["l1", "smooth_l1"])
 @pytest.mark.parametrize("training", [True, False])
-def test_image_without_boxes_gives_focal_loss_and_zero_regression_loss(training):
-    model = _tiny().train(training)
-    out = model(torch.randn(2, 1, S, S), [{"boxes": torch.zeros(0, 4)}, {"boxes": torch.zeros(0, 4)}])
+def test_image_without_boxes_gives_focal_loss_and_zero_regression_loss(training, box_loss):
+    model = _tiny(box_loss=box_loss).train(training)
+    empty = [{"boxes": torch.zeros(0, 4)}, {"boxes": torch.zeros(0, 4)}]
+    out, detections = model.losses_and_detections(torch.randn(2, 1, S, S), empty)
     assert torch.isfinite(out["loss_box_cls"]) and out["loss_box_cls"] > 0
     assert out["loss_box_reg"].item() == 0.0
+    assert len(detections) == 2
     if training:
         out["loss_box_cls"].backward()
         assert model.head.classification_head.cls_logits.bias.grad.abs().sum() > 0
-    else:
-        assert len(out["detections"]) == 2
 
 
-def test_eval_mode_with_targets_returns_losses_and_detections():
-    model = _tiny().eval()
+def test_train_mode_returns_a_loss_dict_and_eval_mode_a_list_of_detections():
+    """torchvision's contract: losses in training, per-image {boxes, scores, labels} in eval."""
+    model = _tiny()
+    x = torch.randn(2, 1, S, S)
+    targets = [
+        {"boxes": torch.tensor([[8.0, 8.0, 30.0, 40.0]]), "cls": 2},
+        {"boxes": torch.zeros(0, 4), "cls": 0},
+    ]
+    losses = model.train()(x, targets)
+    assert set(losses) == {"loss_box_cls", "loss_box_reg", "loss_global"}
+    assert all(v.ndim == 0 and v.requires_grad for v in losses.values())
+    with torch.no_grad():
+        detections = model.eval()(x)
+    assert isinstance(detections, list) and len(detections) == 2
+    for det in detections:
+        assert set(det) == {"boxes", "scores", "labels", "global_logits"}
+        assert det["boxes"].shape == (len(det["scores"]), 4) and det["global_logits"].shape == (3,)
+        assert (det["scores"][:-1] >= det["scores"][1:]).all()
+
+
+def test_losses_and_detections_agree_with_the_two_modes():
+    model = _tiny(freeze_bn=True).eval()
+    x = torch.randn(1, 1, S, S)
     targets = [{"boxes": torch.tensor([[8.0, 8.0, 30.0, 40.0]]), "labels": torch.tensor([1])}]
-    out = model(torch.randn(1, 1, S, S), targets)
-    assert {"loss_box_cls", "loss_box_reg", "global_logits", "detections"} <= set(out)
-    assert out["loss_box_reg"] > 0  # the matched anchors' regression is not yet exact
+    with torch.no_grad():
+        losses, detections = model.losses_and_detections(x, targets)
+        plain = model(x)
+        trained = model.train()(x, targets)  # frozen BN and no dropout: the same numbers
+    assert losses["loss_box_reg"] > 0  # the matched anchors' regression is not yet exact
+    assert torch.equal(detections[0]["boxes"], plain[0]["boxes"])
+    for name in ("loss_box_cls", "loss_box_reg"):
+        assert torch.allclose(losses[name], trained[name]), name
+
+
+def test_smooth_l1_on_scaled_targets_is_the_authors_regression_loss():
+    """A 20-px anchor matched to a box 10 % wider (its centre 1 px right): the authors' targets are
+    (dx/wa, dy/ha, log(w/wa), log(h/ha)) / (0.1, 0.1, 0.2, 0.2) = (0.5, 0, 5·log 1.1, 0), and the loss
+    is smooth-L1 with β = 1/9 averaged over the 4 coordinates; torchvision's L1 on unit-weight
+    targets is their plain sum (0.05 + log 1.1)."""
+    anchors = [torch.tensor([[0.0, 0.0, 20.0, 20.0], [40.0, 40.0, 60.0, 60.0]])]
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 22.0, 20.0]])}]
+    outputs = {"bbox_regression": torch.zeros(1, 2, 4)}
+    matched = [torch.tensor([0, -1])]  # only the first anchor is positive
+    authors = _tiny(box_loss="smooth_l1", box_coder_weights=(10, 10, 5, 5)).head.regression_head
+    encoded = [0.5, 0.0, 5 * np.log(1.1), 0.0]
+    expected = np.mean([abs(v) - 0.5 / 9 if abs(v) > 1 / 9 else 4.5 * v**2 for v in encoded])
+    assert authors.compute_loss(targets, outputs, anchors, matched).item() == pytest.approx(
+        expected, rel=1e-5
+    )
+    l1 = _tiny().head.regression_head
+    assert l1.compute_loss(targets, outputs, anchors, matched).item() == pytest.approx(
+        0.05 + np.log(1.1), rel=1e-5
+    )
 
 
 def test_detections_are_anchors_in_the_input_pixel_frame():
@@ -70,7 +118,7 @@ def test_detections_are_anchors_in_the_input_pixel_frame():
     model.head.classification_head.cls_logits.bias.data.fill_(5.0)
     images = torch.randn(1, 1, S, S)
     with torch.no_grad():
-        det = model(images)["detections"][0]
+        det = model(images)[0]
         anchors = _anchors(model, images).clamp(0, S)
     assert set(det) == {"boxes", "scores", "labels"}
     assert (det["labels"] == 1).all()
@@ -100,7 +148,7 @@ def test_inputs_of_another_size_or_bad_targets_are_refused():
     with pytest.raises(ValueError, match=r"\(B, 1, 64, 64\)"):
         model(torch.randn(1, 1, 32, 32), [{"boxes": torch.zeros(0, 4)}])
     with pytest.raises(ValueError, match="targets in training mode"):
-        model(torch.randn(1, 1, S, S))
+        model.train()(torch.randn(1, 1, S, S))
     for box in ([10.0, 10.0, 10.0, 20.0], [1.0, 1.0, float("nan"), 9.0]):
         with pytest.raises(ValueError, match="target 0: box"):
             model(torch.randn(1, 1, S, S), [{"boxes": torch.tensor([box])}])
@@ -111,21 +159,68 @@ def test_inputs_of_another_size_or_bad_targets_are_refused():
         )
 
 
-def test_global_head_can_be_switched_off():
-    with_head, without = _tiny(global_classes=4), _tiny(global_head=False)
-    x, targets = torch.randn(2, 1, S, S), [{"boxes": torch.zeros(0, 4)}] * 2
-    assert with_head(x, targets)["global_logits"].shape == (2, 4)
-    assert "global_logits" not in without(x, targets)
+@pytest.mark.parametrize("head_type", ["linear", "pooled_conv"])
+def test_global_head_can_be_switched_off(head_type):
+    with_head, without = _tiny(global_classes=4, global_head_type=head_type), _tiny(global_head=False)
+    x, targets = torch.randn(2, 1, S, S), [{"boxes": torch.zeros(0, 4), "cls": 1}] * 2
+    assert with_head.eval()(x)[0]["global_logits"].shape == (4,)
+    assert "global_logits" not in without.eval()(x)[0]
+    assert "loss_global" in with_head.train()(x, targets) and "loss_global" not in without.train()(x, targets)
     assert (with_head.num_global_classes, without.num_global_classes) == (4, 0)
     assert not any(name.startswith("global_head") for name, _ in without.named_parameters())
 
 
-def test_global_dropout_is_active_only_in_training():
-    model = _tiny(global_dropout=0.5)
-    x, targets = torch.randn(2, 1, S, S), [{"boxes": torch.zeros(0, 4)}] * 2
-    assert not torch.equal(model(x, targets)["global_logits"], model(x, targets)["global_logits"])
+@pytest.mark.parametrize("head_type", ["linear", "pooled_conv"])
+def test_global_dropout_is_active_only_in_training(head_type):
+    model = _tiny(global_dropout=0.5, global_head_type=head_type, freeze_bn=True)
+    x, targets = torch.randn(2, 1, S, S), [{"boxes": torch.zeros(0, 4), "cls": 1}] * 2
+    assert not torch.equal(model(x, targets)["loss_global"], model(x, targets)["loss_global"])
     model.eval()
-    assert torch.equal(model(x)["global_logits"], model(x)["global_logits"])
+    assert torch.equal(model(x)[0]["global_logits"], model(x)[0]["global_logits"])
+
+
+def test_box_classifier_dropout_sits_before_the_output_conv_and_only_trains():
+    model = _tiny(cls_dropout=0.5, freeze_bn=True)
+    x, targets = torch.randn(1, 1, S, S), [{"boxes": torch.zeros(0, 4)}]
+    assert isinstance(model.head.classification_head.conv[-1], torch.nn.Dropout)
+    assert not torch.equal(model(x, targets)["loss_box_cls"], model(x, targets)["loss_box_cls"])
+    reg = [model(x, [{"boxes": torch.tensor([[8.0, 8.0, 30.0, 40.0]])}])["loss_box_reg"] for _ in range(2)]
+    assert torch.equal(*reg)  # the regression branch has no dropout
+    model.eval()
+    assert torch.equal(model(x)[0]["scores"], model(x)[0]["scores"])
+
+
+def test_authors_global_head_shapes_and_small_maps():
+    from cxr.models.global_head import PooledConvHead
+
+    head = PooledConvHead(64, 3, dropout=0.0)
+    for side in (1, 2, 5, 16):  # C5 of 32 … 512 px inputs
+        assert head(torch.randn(2, 64, side, side)).shape == (2, 3)
+    assert head.conv.padding == (0, 0) and head.fc.in_features == 512
+
+
+def test_freeze_bn_keeps_batchnorm_in_eval_mode_in_training():
+    model = _tiny(freeze_bn=True).train()
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and not any(m.training for m in bns)
+    assert model.training and model.head.training
+    assert all(p.requires_grad for m in bns for p in m.parameters())
+
+
+def test_new_options_keep_the_state_dict_keys():
+    """Checkpoints load by keys: dropout, frozen BN and the loss options add none; the default model
+    (the one older checkpoints were saved from) keeps the linear global head's keys."""
+    default = set(_tiny().state_dict())
+    options = dict(cls_dropout=0.5, freeze_bn=True, box_loss="smooth_l1", box_coder_weights=(10, 10, 5, 5))
+    assert set(_tiny(**options, low_quality_matches=False).state_dict()) == default
+    assert {k for k in default if k.startswith("global_head")} == {
+        "global_head.fc.weight",
+        "global_head.fc.bias",
+    }
+    assert (
+        "head.classification_head.cls_logits.weight" in default
+        and "head.regression_head.bbox_reg.bias" in default
+    )
 
 
 def test_small_anchors_add_the_stride_4_level():

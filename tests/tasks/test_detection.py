@@ -3,6 +3,7 @@ import inspect
 import logging
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*does not have many workers",
     "ignore:.*`isinstance\\(treespec, LeafSpec\\)` is deprecated",
     "ignore:No (positive|negative) samples in targets",
+    "ignore:Found .* module\\(s\\) in eval mode",  # freeze_bn keeps BatchNorm in eval mode on purpose
 )
 CONF = Path(__file__).resolve().parents[2] / "conf"
 S = 64
@@ -32,8 +34,8 @@ ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 
 
 class ScriptedDetector(nn.Module):
-    """Follows RetinaNet's forward contract with outputs chosen by the test: pixel (0, 0) of each image
-    is a key into ``detections``, pixels (0, 1:4) are its global logits; box losses are 0.5 and 0.25."""
+    """Follows RetinaNet's contract with outputs chosen by the test: pixel (0, 0) of each image is a
+    key into ``detections``, pixels (0, 1:4) are its global logits; box losses are 0.5 and 0.25."""
 
     num_global_classes = 3
 
@@ -42,22 +44,37 @@ class ScriptedDetector(nn.Module):
         self.detections = detections
         self.scale = nn.Parameter(torch.ones(()))
 
-    def forward(self, images, targets=None):
-        out = {"global_logits": images[:, 0, 0, 1:4] * self.scale}
-        if targets is not None:
-            out["loss_box_cls"], out["loss_box_reg"] = 0.5 * self.scale, 0.25 * self.scale
-        if not self.training:
-            out["detections"] = []
-            for key in images[:, 0, 0, 0].round().long().tolist():
-                boxes, scores = self.detections.get(key, ([], []))
-                out["detections"].append(
-                    {
-                        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                        "scores": torch.tensor(scores, dtype=torch.float32),
-                        "labels": torch.ones(len(scores), dtype=torch.int64),
-                    }
-                )
+    def _losses(self, images, targets):
+        losses = {"loss_box_cls": 0.5 * self.scale, "loss_box_reg": 0.25 * self.scale}
+        cls = torch.as_tensor([int(t["cls"]) for t in targets])
+        labelled = cls >= 0
+        logits = images[:, 0, 0, 1:4] * self.scale
+        losses["loss_global"] = nn.functional.cross_entropy(
+            logits[labelled], cls[labelled], reduction="sum"
+        ) / labelled.sum().clamp(min=1)
+        return losses
+
+    def _detections(self, images):
+        out = []
+        for key, logits in zip(
+            images[:, 0, 0, 0].round().long().tolist(), images[:, 0, 0, 1:4] * self.scale, strict=True
+        ):
+            boxes, scores = self.detections.get(key, ([], []))
+            out.append(
+                {
+                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.tensor(scores, dtype=torch.float32),
+                    "labels": torch.ones(len(scores), dtype=torch.int64),
+                    "global_logits": logits,
+                }
+            )
         return out
+
+    def forward(self, images, targets=None):
+        return self._losses(images, targets) if self.training else self._detections(images)
+
+    def losses_and_detections(self, images, targets):
+        return self._losses(images, targets), self._detections(images)
 
 
 def _batch(keys, boxes, cls, size=S, orig_size=(S, S)):
@@ -174,9 +191,17 @@ def _real_batch(cls=(2, 0)):
     }
 
 
+def _eval_global_logits(model: RetinaNet, images: torch.Tensor) -> torch.Tensor:
+    """The global head's logits from eval mode (equal to training mode's with frozen BN, no dropout)."""
+    with torch.no_grad():
+        logits = torch.stack([d["global_logits"] for d in model.eval()(images)])
+    model.train()
+    return logits
+
+
 @pytest.mark.parametrize(("weights", "global_factor"), [((1.0, 1.0, 0.1), 0.1), ((2.0, 0.5, 0.0), 0.0)])
 def test_training_loss_is_the_weighted_sum(weights, global_factor):
-    model = _tiny_model()
+    model = _tiny_model(freeze_bn=True)
     task = DetectionTask(
         model,
         optimizer=ADAM,
@@ -185,11 +210,13 @@ def test_training_loss_is_the_weighted_sum(weights, global_factor):
         global_cls_weight=weights[2],
     )
     batch = _real_batch()
+    logits = _eval_global_logits(model, batch["image"])
     out = model(batch["image"], [{"boxes": b} for b in batch["boxes"]])
+    assert set(out) == {"loss_box_cls", "loss_box_reg"}  # no "cls" in the targets: no global loss
     expected = (
         weights[0] * out["loss_box_cls"]
         + weights[1] * out["loss_box_reg"]
-        + global_factor * nn.functional.cross_entropy(out["global_logits"], batch["cls"])
+        + global_factor * nn.functional.cross_entropy(logits, batch["cls"])
     )
     loss = task.training_step(batch, 0)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -198,13 +225,37 @@ def test_training_loss_is_the_weighted_sum(weights, global_factor):
 
 
 def test_unlabelled_images_are_left_out_of_the_global_loss():
-    model = _tiny_model()
+    model = _tiny_model(freeze_bn=True)
     task = DetectionTask(model, optimizer=ADAM, box_cls_weight=0.0, box_reg_weight=0.0, global_cls_weight=1.0)
     batch = _real_batch(cls=(-1, 2))
-    logits = model(batch["image"], [{"boxes": b} for b in batch["boxes"]])["global_logits"]
+    logits = _eval_global_logits(model, batch["image"])
     expected = nn.functional.cross_entropy(logits[1:], batch["cls"][1:])
     assert task.training_step(batch, 0).item() == pytest.approx(expected.item(), rel=1e-5)
     assert task.training_step(_real_batch(cls=(-1, -1)), 0).item() == 0.0
+
+
+def test_validation_loss_comes_from_the_models_loss_method_in_eval_mode():
+    """val/loss_* are the model's losses on the validation batch without dropout (eval mode)."""
+    model = _tiny_model(cls_dropout=0.5, global_dropout=0.5, global_head_type="pooled_conv")
+    task = DetectionTask(model, optimizer=ADAM)
+    batch = _real_batch()
+    metrics = _trainer().validate(task, dataloaders=_loader(batch), verbose=False)[0]
+    with torch.no_grad():
+        losses, _ = model.eval().losses_and_detections(batch["image"], DetectionTask._targets(batch))
+    for name in ("loss_box_cls", "loss_box_reg", "loss_global"):
+        assert metrics[f"val/{name}"] == pytest.approx(losses[name].item(), rel=1e-5), name
+
+
+def test_relative_score_filter_drops_boxes_below_half_the_top_score():
+    """At threshold 0.1, image 0 has its true box (0.55) and a false one (0.15): 1/2; image 1 one false
+    box: 0. With the authors' filter 0.15 < 0.55 / 2 goes, image 0 scores 1; image 1's only box stays."""
+    scores = {}
+    for ratio in (0.0, 0.5):
+        task = DetectionTask(
+            ScriptedDetector(SCRIPT), optimizer=ADAM, score_thresholds=(0.1,), relative_score_thresh=ratio
+        )
+        scores[ratio] = _trainer().validate(task, dataloaders=_loader(VAL), verbose=False)[0]["val/rsna_map"]
+    assert scores == {0.0: pytest.approx(0.25), 0.5: pytest.approx(0.5)}
 
 
 def test_fit_logs_every_loss_and_validation_metric():
@@ -245,6 +296,12 @@ def test_plateau_scheduler_follows_the_monitor():
     assert minimise["lr_scheduler"]["scheduler"].mode == "min"
     with pytest.raises(ValueError, match="contradicts monitor_mode"):
         _scripted_task(scheduler=functools.partial(plateau, mode="min")).configure_optimizers()
+    authors = _scripted_task(
+        scheduler=plateau, scheduler_monitor="val/loss_box_reg", scheduler_monitor_mode="min"
+    ).configure_optimizers()["lr_scheduler"]
+    assert (authors["monitor"], authors["scheduler"].mode) == ("val/loss_box_reg", "min")
+    with pytest.raises(ValueError, match="go together"):
+        _scripted_task(scheduler_monitor="val/loss_box_reg")
     step = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3)
     assert isinstance(
         _scripted_task(scheduler=step).configure_optimizers()["lr_scheduler"]["scheduler"],
@@ -253,28 +310,71 @@ def test_plateau_scheduler_follows_the_monitor():
     assert isinstance(_scripted_task().configure_optimizers(), torch.optim.Adam)
 
 
-def test_configs_name_every_argument_and_build_the_paper_setup():
+def test_configs_name_only_real_arguments_and_build_the_authors_setup():
     model_cfg, task_cfg = (
         OmegaConf.load(CONF / "model/retinanet.yaml"),
         OmegaConf.load(CONF / "task/detection.yaml"),
     )
-    for cfg, cls, skip in (
-        (model_cfg, RetinaNet, {"image_size"}),
-        (task_cfg, DetectionTask, {"model", "optimizer", "scheduler"}),
-    ):
-        params = inspect.signature(cls).parameters
-        assert list(cfg) == ["_target_", *(p for p in params if p != "model")]
-        for key in set(params) - skip:
-            value = OmegaConf.to_container(cfg)[key]
-            assert (tuple(value) if isinstance(value, list) else value) == params[key].default, key
+    for cfg, cls in ((model_cfg, RetinaNet), (task_cfg, DetectionTask)):
+        assert set(cfg) - {"_target_"} <= set(inspect.signature(cls).parameters) - {"model"}
     cfg = OmegaConf.create({"datamodule": {"image_size": S}, "model": model_cfg, "task": task_cfg})
     cfg.model.encoder, cfg.model.fpn_channels = "test_resnet", 16
     model = instantiate(cfg.model, _convert_="all")
     assert isinstance(model, RetinaNet) and model.image_size == S and model.num_levels == 6
+    assert model.freeze_bn and model.box_coder.weights == (10.0, 10.0, 5.0, 5.0)
+    assert (model.score_thresh, model.nms_thresh) == (0.025, 0.05)
     config = instantiate(cfg.task, model=model, _convert_="all").configure_optimizers()
     assert config["optimizer"].defaults["lr"] == 1e-5
     scheduler = config["lr_scheduler"]["scheduler"]
-    assert (scheduler.patience, scheduler.factor, scheduler.mode) == (4, 0.2, "max")
+    assert (scheduler.patience, scheduler.factor, scheduler.mode) == (4, 0.2, "min")
+    assert config["lr_scheduler"]["monitor"] == "val/loss_box_reg"
+
+
+class _NormRecordingAdam(torch.optim.Adam):
+    """Adam that records the total gradient norm it is handed (after Lightning's clipping)."""
+
+    norms: ClassVar[list[float]] = []
+
+    def step(self, closure=None):
+        loss = super().step(closure) if closure is None else None
+        if closure is not None:
+            loss = closure()
+            grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+            type(self).norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+            super().step()
+        return loss
+
+
+@pytest.mark.slow
+def test_gradient_norm_is_clipped_to_0_05(one_thread):
+    _NormRecordingAdam.norms = []
+    task = DetectionTask(_tiny_model(), optimizer=functools.partial(_NormRecordingAdam, lr=1e-3))
+    trainer = _trainer(
+        max_steps=3, gradient_clip_val=0.05, gradient_clip_algorithm="norm", limit_val_batches=0
+    )
+    trainer.fit(task, train_dataloaders=_loader(_real_batch(), _real_batch(), _real_batch()))
+    assert len(_NormRecordingAdam.norms) == 3
+    assert max(_NormRecordingAdam.norms) <= 0.05 + 1e-6
+    assert min(_NormRecordingAdam.norms) > 0.04  # the raw gradients are larger: clipping did act
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_frozen_batchnorm_statistics_do_not_change_during_training(one_thread, freeze_bn):
+    """freeze_bn keeps every running statistic as loaded while the BN affine weights still learn;
+    without it the statistics move on the first step."""
+    task = DetectionTask(_tiny_model(freeze_bn=freeze_bn), optimizer=ADAM)
+    before = {k: v.clone() for k, v in task.model.backbone.encoder.state_dict().items()}
+    stats = [k for k in before if "running_mean" in k or "running_var" in k]
+    affine = [k.replace("running_mean", "weight") for k in stats if "running_mean" in k]
+    assert stats and affine
+    _trainer(max_steps=2, limit_val_batches=0).fit(
+        task, train_dataloaders=_loader(_real_batch(), _real_batch())
+    )
+    after = task.model.backbone.encoder.state_dict()
+    frozen = [torch.equal(before[k], after[k]) for k in stats]
+    assert all(frozen) if freeze_bn else not any(frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in affine)
 
 
 def _phantoms(n: int, seed: int, size: int) -> list[dict]:
