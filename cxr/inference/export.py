@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cxr.inference.members import Member, load_member
-from cxr.inference.postprocess.settings import PostprocessSettings, find_settings
+from cxr.inference.postprocess.settings import applicable_settings
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx",)
@@ -108,11 +108,10 @@ def export_onnx(
         )
     proto = onnx.load(str(out))
     threshold = decision_threshold
-    if (
-        threshold is None
-    ):  # as cxr-predict would use it: postprocess.json beside the checkpoint, else the task's
-        found = find_settings([member.path])
-        threshold = PostprocessSettings.load(found).decision_threshold if found else None
+    # as cxr-predict would use it: postprocess.json tuned on this checkpoint, else the task's
+    if threshold is None:
+        tuned, _ = applicable_settings([member.path])
+        threshold = tuned.decision_threshold if tuned is not None else None
         threshold = member.decision_threshold if threshold is None else threshold
     for key, value in _metadata(member, threshold).items():
         proto.metadata_props.add(key=key, value=value)

@@ -3,7 +3,8 @@
 The command line is :mod:`cxr.cli.predict`. No Hydra config is needed: each checkpoint carries its model, input size, normalisation and tuned
 thresholds (:mod:`cxr.inference.members`); ``postprocess.json`` beside the checkpoints (written by
 ``cxr-tune``) supplies the ensemble's NMS and score thresholds, box-size method and decision
-threshold, and command-line values win over both.
+threshold when it was tuned on exactly these checkpoints (path and SHA-256), and command-line values
+win over both. ``settings.json`` in the output folder records what was used and why.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from cxr.inference.inputs import INPUT_SUFFIXES, prepare, read_input
 from cxr.inference.members import Member, classify, detect
 from cxr.inference.postprocess import adjust_box_sizes, average_probabilities, ensemble_detections
-from cxr.inference.postprocess.settings import PostprocessSettings, find_settings
+from cxr.inference.postprocess.settings import PostprocessSettings, applicable_settings, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +61,16 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def resolve_settings(
     members: Sequence[Member], postprocess: str = "auto", **overrides: Any
-) -> tuple[PostprocessSettings, str]:
-    """The post-processing to predict with and where it came from: the members' own values, then
-    ``postprocess.json`` (``postprocess="auto"`` finds it, ``"none"`` ignores it, else a path), then
-    ``overrides`` (``None`` values ignored)."""
+) -> tuple[PostprocessSettings, str, dict[str, Any]]:
+    """The post-processing to predict with, where it came from, and the post-processing file decision.
+
+    The members' own values, then a ``postprocess.json`` (:func:`applicable_settings`: with
+    ``postprocess="auto"`` only one tuned on exactly these checkpoints; ``"none"`` ignores it, else a
+    path), then ``overrides`` (``None`` values ignored). Returns ``(settings, source, file record)``.
+    """
     task = members[0].task
     if task == "detection":
         tuned = _mean([m.score_thresh for m in members])
-        if tuned is None:
-            log.warning(
-                "no tuned score threshold in the checkpoints (validation never ran) and none given: "
-                "using 0.5; run cxr-tune or pass score="
-            )
         base = PostprocessSettings(
             task,
             nms_thresh=float(members[0].meta["model_kwargs"].get("nms_thresh", 0.5)),
@@ -81,26 +80,24 @@ def resolve_settings(
         threshold = _mean([m.decision_threshold for m in members])
         base = PostprocessSettings(task, decision_threshold=0.5 if threshold is None else threshold)
     source = "checkpoints"
-    path = (
-        None
-        if postprocess == "none"
-        else find_settings([m.path for m in members])
-        if postprocess == "auto"
-        else Path(postprocess)
-    )
-    if path is not None:
-        loaded = PostprocessSettings.load(path)
+    loaded, record = applicable_settings([m.path for m in members], postprocess)
+    if loaded is not None:
         if loaded.task != task:
-            raise ValueError(f"{path}: settings for {loaded.task}, but the checkpoints are {task} models")
-        base, source = (
-            base.replace(**dataclasses.asdict(loaded)),
-            str(path),
-        )  # its nulls keep the members' values
-        log.info("post-processing from %s", path)
+            raise ValueError(
+                f"{record['path']}: settings for {loaded.task}, but the checkpoints are {task} models"
+            )
+        values = {k: v for k, v in dataclasses.asdict(loaded).items() if k != "checkpoints"}
+        base, source = base.replace(**values), str(record["path"])  # its nulls keep the members' values
     changed = {k: v for k, v in overrides.items() if v is not None}
     if changed:
         source += " + command line " + ", ".join(f"{k}={v}" for k, v in changed.items())
-    return base.replace(**changed), source
+    from_file = loaded is not None and loaded.score_thresh is not None
+    if task == "detection" and tuned is None and not from_file and "score_thresh" not in changed:
+        log.warning(
+            "no tuned score threshold in the checkpoints (validation never ran) and none given: "
+            "using 0.5; run cxr-tune or pass --score"
+        )
+    return base.replace(**changed), source, record
 
 
 def _column(name: str) -> str:
@@ -323,20 +320,23 @@ def predict(
 
     members = load_members(checkpoints, resolve_device(device))
     files = list_inputs(inputs)
-    settings, source = resolve_settings(members, postprocess, **overrides)
+    settings, source, record = resolve_settings(members, postprocess, **overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(
         json.dumps(
             {
                 "checkpoints": [str(m.path) for m in members],
+                "checkpoint_sha256": [file_sha256(m.path) for m in members],
                 "source": source,
-                "postprocess": dataclasses.asdict(settings),
+                "postprocess_file": record,
+                "postprocess": {k: v for k, v in dataclasses.asdict(settings).items() if k != "checkpoints"},
             },
             indent=2,
         )
         + "\n"
     )
+    log.info("post-processing: %s (recorded in %s)", source, out / "settings.json")
     table = run_prediction(members, files, out, settings, batch_size=batch_size, overlays=overlays)
     log.info("predictions written to %s", out)
     return table

@@ -190,7 +190,7 @@ def tune_thresholds(
         settings = tune_detection(members, data_dir, out, **options)
     else:
         settings = tune_classification(members, data_dir, **options)
-    path = settings.save(out)
+    path = settings.save(out, checkpoints=[m.path for m in members])
     log.info(
         "post-processing written to %s: %s",
         path,

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cxr.cli.export import main as export
+from cxr.inference.checkpoint import FORMAT_VERSION
 from cxr.inference.export import export_onnx
 from cxr.inference.members import load_member
 from cxr.inference.postprocess import PostprocessSettings
@@ -24,7 +25,7 @@ def _checkpoint(path, name, kwargs, task="ClassificationTask", labels="binary", 
             "epoch": 0,
             "hyper_parameters": {"threshold": threshold},
             "cxr": {
-                "format_version": 1,
+                "format_version": FORMAT_VERSION,
                 "model_name": name,
                 "model_kwargs": kwargs,
                 "task": task,

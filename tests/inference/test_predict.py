@@ -1,5 +1,6 @@
 """cxr-predict and cxr-tune: checkpoints built by hand (fast) and by cxr-train (the real path)."""
 
+import inspect
 import json
 import shutil
 
@@ -11,15 +12,18 @@ from PIL import Image
 from torch import nn
 
 from cxr.cli.predict import main as predict
+from cxr.inference.checkpoint import FORMAT_VERSION
 from cxr.inference.overlays import grad_cam, last_feature_conv
 from cxr.inference.postprocess import PostprocessSettings
 from cxr.inference.submission import read_submission
-from cxr.models import create_model
+from cxr.models import MODELS, create_model
 from cxr.synth.phantom import chest_phantom
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*LeafSpec")
 
 CLASSIFIER = {"widths": [8, 8, 8], "hidden": 8, "drop_rate": 0.0}
+if "head" in inspect.signature(MODELS["depthwise_cnn"]).parameters:
+    CLASSIFIER["head"] = "avgpool"  # the flatten head needs the input size; this takes any (32 px here)
 DETECTOR = {
     "encoder": "test_resnet",
     "image_size": 64,
@@ -38,7 +42,7 @@ def save_checkpoint(path, model, name, kwargs, datamodule, task, hparams=None, e
             "epoch": epoch,
             "hyper_parameters": hparams or {},
             "cxr": {
-                "format_version": 1,
+                "format_version": FORMAT_VERSION,
                 "model_name": name,
                 "model_kwargs": kwargs,
                 "datamodule": datamodule,
@@ -156,7 +160,7 @@ def test_postprocess_json_beside_the_checkpoint_is_used_and_the_command_line_win
     (run / "checkpoints").mkdir(parents=True)
     ckpt = classifier_checkpoint(run / "checkpoints" / "clf.ckpt", threshold=0.5)
     write_images(tmp_path / "in")
-    PostprocessSettings("classification", decision_threshold=0.0).save(run)
+    PostprocessSettings("classification", decision_threshold=0.0).save(run, checkpoints=[ckpt])
     predict(["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "a")])
     assert (pd.read_csv(tmp_path / "a" / "predictions.csv")["label"] == 1).all()
     assert json.loads((tmp_path / "a" / "settings.json").read_text())["source"] == str(
@@ -189,6 +193,48 @@ def test_postprocess_json_beside_the_checkpoint_is_used_and_the_command_line_win
     )
     c = pd.read_csv(tmp_path / "c" / "predictions.csv")
     assert (c["label"] == (c["probability"] >= 0.5)).all()  # the checkpoint's own threshold
+
+
+def test_postprocess_json_of_other_checkpoints_is_ignored_with_a_warning(tmp_path, caplog):
+    """Issue 14 item 5: a postprocess.json in a common parent folder, tuned on another run, or on a
+    checkpoint that has changed since, is not applied; settings.json says what was used and why."""
+    for run in ("a", "b"):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+    ckpt = classifier_checkpoint(tmp_path / "runs" / "b" / "clf.ckpt", threshold=0.5)
+    other = classifier_checkpoint(tmp_path / "runs" / "a" / "clf.ckpt", threshold=0.5)
+    write_images(tmp_path / "in")
+    flip = PostprocessSettings("classification", decision_threshold=0.0)  # would call everything 1
+    flip.save(tmp_path / "runs", checkpoints=[other])
+
+    def labels(name, *extra):
+        predict(["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(tmp_path / name), *extra])
+        table = pd.read_csv(tmp_path / name / "predictions.csv")
+        return table, json.loads((tmp_path / name / "settings.json").read_text())
+
+    table, used = labels("other")
+    assert (table["label"] == (table["probability"] >= 0.5)).all()  # the checkpoint's own threshold
+    assert used["source"] == "checkpoints" and used["postprocess_file"]["used"] is False
+    assert "tuned on other checkpoints (a/clf.ckpt)" in used["postprocess_file"]["reason"]
+    assert "ignored, because it was tuned on other checkpoints" in caplog.text
+    # tuned on this very file, which was then overwritten by another training: ignored too
+    flip.save(tmp_path / "runs", checkpoints=[ckpt])
+    classifier_checkpoint(ckpt, threshold=0.7)
+    _, used = labels("changed")
+    assert (
+        used["postprocess_file"]["used"] is False
+        and "b/clf.ckpt changed" in used["postprocess_file"]["reason"]
+    )
+    # a file without checkpoint names (hand-written, or from before they were recorded)
+    flip.save(tmp_path / "runs")
+    _, used = labels("unnamed")
+    assert (
+        used["postprocess_file"]["used"] is False
+        and "names no checkpoints" in used["postprocess_file"]["reason"]
+    )
+    # named explicitly: used as asked, with a warning
+    table, used = labels("explicit", "--postprocess", str(tmp_path / "runs" / "postprocess.json"))
+    assert (table["label"] == 1).all() and used["postprocess_file"]["used"] is True
+    assert "used as asked, although" in caplog.text
 
 
 def _detect(tmp_path, name, ckpts, inputs, *extra):

@@ -1,15 +1,21 @@
 """``postprocess.json``: the post-processing chosen on validation data, stored beside the checkpoints
 so that ``cxr-predict`` reuses it.
 
-Written by ``cxr-tune`` (or :meth:`PostprocessSettings.save`); ``cxr-predict`` reads the file found by
-:func:`find_settings` unless given ``postprocess=PATH`` or ``postprocess=none``, and its own
-command-line values (``nms=``, ``score=``, ``threshold=``, ``box_size=`` ...) win over the file.
+Written by ``cxr-tune`` (or :meth:`PostprocessSettings.save`) with the checkpoints it was tuned on,
+each by its path relative to the file's folder and the SHA-256 of its bytes. ``cxr-predict`` and
+``cxr-export`` use the file found by :func:`find_settings` only when it names exactly the checkpoints
+they run (:func:`applicable_settings`); any other file (another run's, an ensemble of other
+checkpoints, a checkpoint retrained since) is ignored with a warning. ``cxr-predict --postprocess
+PATH`` uses PATH even so, with a warning; ``--postprocess none`` ignores any file; its own options
+(``--nms``, ``--score``, ``--threshold``, ``--box-size`` ...) win over the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +26,27 @@ from cxr.inference.postprocess.ensemble import SCORE_MODES
 
 FILENAME = "postprocess.json"
 TASKS = ("detection", "classification")
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_records(checkpoints: Sequence[str | Path], folder: str | Path) -> list[dict[str, str]]:
+    """``[{"path": relative to folder, "sha256": ...}]`` of ``checkpoints``, sorted by path: how a
+    settings file in ``folder`` names what it was tuned on (relative, so a moved run folder still matches)."""
+    folder = Path(folder).resolve()
+    records = [
+        {"path": Path(os.path.relpath(Path(c).resolve(), folder)).as_posix(), "sha256": file_sha256(c)}
+        for c in checkpoints
+    ]
+    return sorted(records, key=lambda r: r["path"])
 
 
 @dataclasses.dataclass
@@ -37,6 +64,8 @@ class PostprocessSettings:
         decision_threshold: pneumonia probability at or above which an image is called pneumonia
             (classification).
         chosen_on: what the values were chosen on: data, objective and score, checkpoints, date.
+        checkpoints: the checkpoints tuned on, ``[{"path", "sha256"}]`` with paths relative to the
+            file's folder (:func:`checkpoint_records`); empty: not tied to any (never applied automatically).
     """
 
     task: str
@@ -48,6 +77,7 @@ class PostprocessSettings:
     percentile_scale: float = 1.6
     decision_threshold: float | None = None
     chosen_on: dict[str, Any] = dataclasses.field(default_factory=dict)
+    checkpoints: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         problems = []
@@ -70,15 +100,35 @@ class PostprocessSettings:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def save(self, path: str | Path) -> Path:
-        """Write as JSON (atomically); ``path`` may be a folder, then ``<path>/postprocess.json``."""
+    def save(self, path: str | Path, checkpoints: Sequence[str | Path] | None = None) -> Path:
+        """Write as JSON (atomically); ``path`` may be a folder, then ``<path>/postprocess.json``.
+        ``checkpoints``: the files these settings were tuned on, recorded by path and SHA-256
+        (:func:`checkpoint_records`) so that only they pick the file up."""
         path = Path(path)
         if path.is_dir():
             path = path / FILENAME
+        settings = self
+        if checkpoints is not None:
+            settings = dataclasses.replace(self, checkpoints=checkpoint_records(checkpoints, path.parent))
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        tmp.write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
         os.replace(tmp, path)
         return path
+
+    def mismatch(self, checkpoints: Sequence[str | Path], folder: str | Path) -> str | None:
+        """Why these settings (read from a file in ``folder``) were not tuned on exactly
+        ``checkpoints``, or None when they were (same relative paths, same SHA-256)."""
+        if not self.checkpoints:
+            return "it names no checkpoints (written without them, or before cxr-tune recorded them)"
+        given = checkpoint_records(checkpoints, folder)
+        if [r["path"] for r in given] != sorted(str(r.get("path")) for r in self.checkpoints):
+            tuned = ", ".join(str(r.get("path")) for r in self.checkpoints)
+            return f"it was tuned on other checkpoints ({tuned})"
+        recorded = {str(r.get("path")): r.get("sha256") for r in self.checkpoints}
+        changed = [r["path"] for r in given if recorded[r["path"]] != r["sha256"]]
+        if changed:
+            return f"{', '.join(changed)} changed since it was tuned (SHA-256 differs)"
+        return None
 
     @classmethod
     def load(cls, path: str | Path) -> PostprocessSettings:
@@ -117,3 +167,40 @@ def find_settings(checkpoints: Sequence[str | Path], levels: int = 2) -> Path | 
         if (candidate / FILENAME).is_file():
             return candidate / FILENAME
     return None
+
+
+def applicable_settings(
+    checkpoints: Sequence[str | Path], postprocess: str | Path = "auto"
+) -> tuple[PostprocessSettings | None, dict[str, Any]]:
+    """The post-processing file to use with ``checkpoints``, and a record of the decision.
+
+    ``postprocess="auto"``: the file :func:`find_settings` finds, used only when it names exactly
+    these checkpoints (else ignored with a warning); ``"none"``: no file; a path: that file, with a
+    warning when it was tuned on other checkpoints. The record ``{"path", "used", "reason"}`` is
+    what ``cxr-predict`` writes to ``settings.json``.
+
+    Raises:
+        ValueError: an explicit file that cannot be read, naming it.
+    """
+    if str(postprocess) == "none":
+        return None, {"path": None, "used": False, "reason": "--postprocess none"}
+    explicit = str(postprocess) != "auto"
+    path = Path(postprocess) if explicit else find_settings(checkpoints)
+    if path is None:
+        return None, {
+            "path": None,
+            "used": False,
+            "reason": f"no {FILENAME} in or above the checkpoints' folder",
+        }
+    if explicit and not path.is_file():
+        raise ValueError(f"{path}: no such post-processing file")
+    settings = PostprocessSettings.load(path)
+    reason = settings.mismatch(checkpoints, path.parent)
+    if reason is None:
+        log.info("post-processing from %s (tuned on these checkpoints)", path)
+        return settings, {"path": str(path), "used": True, "reason": "tuned on these checkpoints"}
+    if explicit:
+        log.warning("%s: used as asked, although %s", path, reason)
+        return settings, {"path": str(path), "used": True, "reason": f"given explicitly, although {reason}"}
+    log.warning("%s: ignored, because %s; pass --postprocess %s to use it anyway", path, reason, path)
+    return None, {"path": str(path), "used": False, "reason": f"ignored: {reason}"}
