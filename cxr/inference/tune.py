@@ -35,10 +35,10 @@ from cxr.inference.postprocess import (
     settings_folder,
     sweep_nms,
 )
+from cxr.inference.postprocess.thresholds import NMS_GRID  # 0.0 .. 1.0 (1.0: no suppression)
 
 log = logging.getLogger(__name__)
 
-NMS_GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(11))  # 0.2 .. 0.7
 SCORE_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 
 

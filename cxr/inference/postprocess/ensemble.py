@@ -39,7 +39,8 @@ def ensemble_detections(
     """Merge one image's detections from ``M`` members with a single NMS.
 
     All members' boxes are pooled and suppressed by :func:`torchvision.ops.nms` at ``nms_thresh``
-    (a box goes when its IoU with a higher-scoring kept box is > ``nms_thresh``). For each kept box
+    (a box goes when its IoU with a higher-scoring kept box is > ``nms_thresh``; 1.0 suppresses
+    nothing, since no IoU exceeds 1). For each kept box
     and each member, the member's *match* is its highest-scoring box overlapping the kept one (IoU
     > ``nms_thresh``, or the kept box itself).
 
@@ -55,8 +56,8 @@ def ensemble_detections(
     """
     if not members:
         raise ValueError("ensemble_detections: need at least one member")
-    if not 0.0 <= nms_thresh < 1.0:
-        raise ValueError(f"nms_thresh must be in [0, 1), got {nms_thresh}")
+    if not 0.0 <= nms_thresh <= 1.0:
+        raise ValueError(f"nms_thresh must be in [0, 1], got {nms_thresh}")
     if score_mode not in SCORE_MODES:
         raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
     parts = [_boxes_scores(det, f"member {m}") for m, det in enumerate(members)]

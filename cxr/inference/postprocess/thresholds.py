@@ -16,6 +16,9 @@ from cxr.inference.postprocess.ensemble import ensemble_images
 from cxr.metrics import rsna_map
 
 SWEEP_COLUMNS = ("nms_thresh", "score_thresh", "rsna_map", "boxes_per_image")
+# NMS IoU thresholds swept by cxr-tune and the post-processing table: 0 (any overlap suppresses) to 1
+# (nothing is suppressed), as the paper's Fig. 8 spans; the authors' own NMS used 0.05.
+NMS_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05, ..., 1.0
 
 
 def sweep_nms(
@@ -32,7 +35,7 @@ def sweep_nms(
             ``{"boxes": (N, 4) x1y1x2y2, "scores": (N,)}``) or one such dict (a single model).
             For out-of-fold tuning each image's members are the checkpoints that did not train on it.
         targets: per image ``{"boxes": (M, 4)}`` in the same pixel frame.
-        nms_thresholds: IoU thresholds of the ensemble's single NMS, each in [0, 1).
+        nms_thresholds: IoU thresholds of the ensemble's single NMS, each in [0, 1] (1 = none).
         score_thresholds: detections scoring below are dropped, each in [0, 1].
         score_mode: see :func:`cxr.inference.postprocess.ensemble_detections`.
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from cxr.reporting.reproduce.plan import Job
 
-NMS_GRID = tuple(round(0.1 * i, 1) for i in range(10))  # 0.0 .. 0.9
+NMS_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # 0.0 .. 1.0 (1.0: no suppression)
 SCORE_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 SHRINK = 0.875
 

@@ -62,8 +62,8 @@ def test_empty_members_and_bad_input():
     assert out["boxes"].shape == (0, 4) and out["member_boxes"].shape == (0, 2, 4)
     with pytest.raises(ValueError, match="member 1: 2 boxes but 1 scores"):
         ensemble_detections([empty, {"boxes": torch.zeros(2, 4), "scores": torch.zeros(1)}], 0.5)
-    with pytest.raises(ValueError, match=r"nms_thresh must be in \[0, 1\)"):
-        ensemble_detections([empty], 1.0)
+    with pytest.raises(ValueError, match=r"nms_thresh must be in \[0, 1\]"):
+        ensemble_detections([empty], 1.01)
     with pytest.raises(KeyError, match="member 0"):
         ensemble_detections([{"boxes": torch.zeros(0, 4)}], 0.5)
 

@@ -4,15 +4,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import nms
 
 from cxr.inference.postprocess import (
     PostprocessSettings,
     best_thresholds,
     choose_decision_threshold,
+    ensemble_images,
     find_settings,
     plot_nms_sweep,
     sweep_nms,
 )
+from cxr.inference.postprocess.thresholds import NMS_GRID
+from cxr.inference.tune import NMS_GRID as TUNE_GRID
+from cxr.reporting.reproduce.postprocess import NMS_GRID as TABLE_GRID
 
 
 def _det(boxes, scores):
@@ -98,3 +103,36 @@ def test_fig8_plot_is_written(tmp_path):
     with Image.open(path) as img:
         assert img.format == "PNG" and img.width > 2 * img.height > 200
         assert np.asarray(img.convert("L")).std() > 5  # not a blank canvas
+
+
+def _clustered(seed: int, n: int = 60) -> dict:
+    """Raw detections in three overlapping clusters, as a detector without NMS gives them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(40, 200, (3, 2))[rng.integers(0, 3, n)] + rng.normal(0, 8, (n, 2))
+    sizes = rng.uniform(20, 60, (n, 2))
+    return _det(
+        np.concatenate([centres - sizes / 2, centres + sizes / 2], 1).tolist(), rng.uniform(0.05, 1, n)
+    )
+
+
+@pytest.mark.parametrize("grid", [TUNE_GRID, TABLE_GRID], ids=["cxr-tune", "postprocess-table"])
+def test_nms_sweeps_span_0_to_1_and_reproduce_torchvision_nms(grid):
+    """Both sweeps run from 0 (any overlap suppresses) to 1.0 (nothing is suppressed) inclusive, and
+    at every threshold a single model's row keeps exactly the boxes of torchvision.ops.nms."""
+    assert grid[0] == 0.0 and grid[-1] == 1.0 and list(grid) == sorted(grid) and set(grid) <= set(NMS_GRID)
+    images = [_clustered(seed) for seed in range(3)]
+    table = sweep_nms(images, TARGETS[:3], nms_thresholds=grid, score_thresholds=[0.0], score_mode="max")
+    assert table["nms_thresh"].tolist() == list(grid)
+    for row in table.itertuples():
+        kept = [len(nms(d["boxes"], d["scores"], row.nms_thresh)) for d in images]
+        assert row.boxes_per_image == pytest.approx(np.mean(kept)), row.nms_thresh
+    merged = ensemble_images(images, 1.0, "max")
+    for det, out in zip(images, merged, strict=True):
+        order = det["scores"].argsort(descending=True)
+        assert torch.equal(out["boxes"], det["boxes"][order])  # 1.0: every box stays
+    for t in grid:
+        for det, out in zip(images, ensemble_images(images, t, "max"), strict=True):
+            keep = nms(det["boxes"], det["scores"], t)
+            assert torch.equal(out["boxes"], det["boxes"][keep]) and torch.equal(
+                out["scores"], det["scores"][keep]
+            )
