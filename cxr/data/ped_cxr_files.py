@@ -98,8 +98,8 @@ def find_images(
     Dotfiles (``.DS_Store``) are skipped. Sub-folders and files whose suffix is not in
     ``IMAGE_SUFFIXES`` are ignored with a warning that counts them; dangling symbolic links, FIFOs,
     sockets and devices are left out with a warning of their own (an error when ``strict``). Images
-    that resolve outside ``data_dir`` and their class folder through symbolic links are read, with a
-    warning. ``val`` may be absent (empty list) unless ``require_val``.
+    that resolve outside ``data_dir`` through symbolic links (of the files or of their folders) are
+    read, with a warning that counts them. ``val`` may be absent (empty list) unless ``require_val``.
 
     Raises:
         FileNotFoundError: one line: missing data_dir, split or class folder (all listed), a class
@@ -167,6 +167,5 @@ def find_images(
         if strict and not kind.startswith("sub-folder"):
             raise ValueError(f"{message} (strict=True)")
         log.warning(message)
-    folders = [root / s / c for s in SPLITS for c in CLASS_FOLDERS if (root / s / c).is_dir()]
-    warn_escaping([p for s in SPLITS for p in found[s]], [root, *folders], f"Ped-ChestXray under {root}", log)
+    warn_escaping([p for s in SPLITS for p in found[s]], [root], f"Ped-ChestXray under {root}", log)
     return found

@@ -109,6 +109,9 @@ class RSNADataModule(pl.LightningDataModule):
     and augmentation follow (training seed, epoch), so runs repeat and resume mid-epoch exactly.
     Listed images that are missing or cannot be decoded are left out with a warning naming each file
     and a count (an error when ``strict``); none of them existing is an error about the layout.
+    A patientId that is not a plain file name is refused (:func:`~cxr.data.rsna_labels.read_annotations`),
+    images that resolve outside ``data_dir`` through symbolic links are read with a warning, and
+    byte-identical images in the train and validation folds are warned about (errors when ``strict``).
     """
 
     LAYOUT: ClassVar[str] = LAYOUT  # the expected folder layout, quoted by config errors
@@ -175,7 +178,7 @@ class RSNADataModule(pl.LightningDataModule):
         outside = [p for p in paths if p.parent != folder or not is_plain_name(p.name)]
         if outside:  # read_annotations refuses such ids; this guards every other caller
             raise ValueError(f"{source}: image path {outside[0]} is not a file directly in {folder}")
-        warn_escaping(paths, [self.data_dir, folder], folder, log)
+        warn_escaping(paths, [self.data_dir], folder, log)
         cached = build_cache(paths, read_dicom, self.image_size, self.cache_dir, self.num_workers, desc=desc)
         if not cached.errors:
             return cached

@@ -89,7 +89,7 @@ def test_rsna_ids_that_are_paths_are_refused_and_never_read(
 
 
 def test_images_reached_through_symlinks_out_of_the_data_folder_are_named(
-    ped_cxr_dir: Path, tmp_path: Path, caplog
+    ped_cxr_dir: Path, rsna_dir: Path, tmp_path: Path, caplog
 ) -> None:
     root = Path(shutil.copytree(ped_cxr_dir, tmp_path / "chest_xray"))
     elsewhere = _jpeg(tmp_path / "elsewhere.jpeg", seed=1)
@@ -100,6 +100,14 @@ def test_images_reached_through_symlinks_out_of_the_data_folder_are_named(
     assert f"1 image(s) lie outside the data folder through symbolic links, e.g. {link} -> {elsewhere}" in (
         caplog.text
     )
+    rsna = tmp_path / "rsna"  # an RSNA folder whose image folder is a link to another disk
+    rsna.mkdir()
+    for name in ("stage_2_train_labels.csv", "stage_2_detailed_class_info.csv"):
+        shutil.copy(rsna_dir / name, rsna / name)
+    (rsna / "stage_2_train_images").symlink_to(rsna_dir / "stage_2_train_images", target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="cxr.data.rsna"):
+        RSNADataModule(rsna, image_size=32, batch_size=4, cache_dir=tmp_path / "cache").setup("fit")
+    assert "24 image(s) lie outside the data folder through symbolic links" in caplog.text
 
 
 # --- 2. the cache checks its own bytes and its sources' content ---------------------------------------
