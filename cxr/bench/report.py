@@ -171,6 +171,8 @@ def markdown(result: dict, figure: str | None = None) -> str:
             "",
         ]
         out += _table(["figure", *dvp], [[k, *(fmt(v.get(k), ".3f") for v in dvp.values())] for k in keys])
+    if result.get("deploy"):
+        out += _deploy_section(result["deploy"], m)
     if result.get("fed"):
         out += [
             f"## Data path feeding the model ({cpu_line}" + (f"; GPU {m['gpu']})" if m.get("gpu") else ")"),
@@ -234,3 +236,50 @@ def markdown(result: dict, figure: str | None = None) -> str:
             "",
         ]
     return "\n".join(out)
+
+
+def _deploy_section(d: dict, m: dict) -> list[str]:
+    """The deployable CPU paths (:mod:`cxr.bench.deploy`): one row per model and path, then the
+    depthwise ÷ plain ratio per path."""
+    from cxr.bench.deploy import PATHS, deploy_ratios
+
+    peak = d["peak"]
+    out = [
+        f"## Deployable CPU paths ({m['cpu']}, fp32, {d['threads']} threads, batch {d['batch']}, "
+        f"{d['image_size']} px)",
+        "",
+        "`eager`: PyTorch as trained (NCHW). `folded + channels_last`: BatchNorm folded into the convs, NHWC "
+        "(`cxr-predict --backend pytorch`). `onnxruntime`: the file `cxr-export` writes (BN folded, exact "
+        "rewrites of `cxr.inference.onnx_form`) on the session `cxr-predict --backend onnxruntime` uses. "
+        f"Images/s: {_runs(d['repeats'])} per path after a warm-up, both models timed in turns. GFLOPs: per "
+        "image, 2 × multiply-adds; *model* is what the network computes, *run* what the path executes (the "
+        "rewrites skip some). Achieved GFLOP/s = run GFLOPs × images/s; peak = the best "
+        f"{peak['n']}×{peak['n']} fp32 matmul on the same {peak['threads']} threads in this run, "
+        f"{peak['gflops_per_s']:.0f} GFLOP/s. Max abs Δ: largest logit difference from eager PyTorch.",
+        "",
+    ]
+    rows = []
+    for r in d["rows"]:
+        if "error" in r:
+            rows.append([r["model"], r["path"], "failed: " + r["error"][:80], "", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                r["model"],
+                r["path"],
+                _rate(r["images_per_s"]),
+                fmt(r["gflops"], ".2f"),
+                fmt(r["gflops_run"], ".2f"),
+                fmt(r["achieved_gflops_per_s"], ".0f"),
+                fmt(100 * r["peak_fraction"], ".0f", " %"),
+                fmt(r["max_abs_diff"], ".1e"),
+            ]
+        )
+    out += _table(
+        ["model", "path", "images/s", "GFLOPs model", "GFLOPs run", "GFLOP/s", "of peak", "max abs Δ"], rows
+    )
+    ratios = deploy_ratios(d)
+    out += _table(
+        ["depthwise_cnn ÷ plain_cnn", *PATHS], [["images/s", *(fmt(ratios[p], ".2f", "×") for p in PATHS)]]
+    )
+    return out

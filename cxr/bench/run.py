@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from cxr.bench import plot, report, targets
+from cxr.bench.deploy import bench_deploy, deploy_ratios, deploy_targets
 from cxr.bench.fed import bench_fed_all
 from cxr.bench.models import bench_models
 from cxr.bench.pipeline import bench_pipeline, make_data
 from cxr.bench.settings import Settings
 from cxr.bench.timing import machine_info
 
-SECTIONS = ("pipeline", "models", "fed", "metric")
+SECTIONS = ("pipeline", "models", "deploy", "fed", "metric")
 
 
 def run(s: Settings, sections: Sequence[str] = SECTIONS) -> dict:
@@ -37,12 +38,17 @@ def run(s: Settings, sections: Sequence[str] = SECTIONS) -> dict:
                 result["fed"] = bench_fed_all(data, s)
     if "models" in sections:
         result["models"] = bench_models(s)
+    if "deploy" in sections:
+        result["deploy"] = bench_deploy(s)
     if "metric" in sections:
         result["metric"] = benchmark(n_images=s.metric_images, repeats=max(3, s.repeats))
     result["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result["elapsed_s"] = time.perf_counter() - started
     result["ratios"] = targets.ratios(result)
     result["targets"] = targets.targets(result)
+    if "deploy" in result:
+        result["ratios"]["deploy_depthwise_vs_plain"] = deploy_ratios(result["deploy"])
+        result["targets"] += deploy_targets(result["deploy"])
     return result
 
 

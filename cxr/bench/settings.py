@@ -41,6 +41,10 @@ class Settings:
     fed_steps: int = 4
     gpu_fed_steps: int = 20
     metric_images: int = 3000
+    deploy_models: tuple[str, ...] = ("plain_cnn", "depthwise_cnn")  # the deploy section (cxr.bench.deploy)
+    deploy_batch: int = 16
+    deploy_threads: int = 2  # PyTorch and ONNX Runtime alike
+    deploy_repeats: int = 5
     gpu: bool = False
     compile: bool = False
     quick: bool = False
@@ -63,6 +67,8 @@ class Settings:
             encoders=("resnet18",),
             fed_steps=2,
             metric_images=300,
+            deploy_batch=4,
+            deploy_repeats=1,
             gpu_train_batch=8,
             gpu_det_train_batch=4,
             gpu_repeats=2,

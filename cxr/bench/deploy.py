@@ -1,0 +1,202 @@
+"""The deployable CPU paths side by side: how much of a model's FLOP saving each one turns into speed.
+
+For each classifier and path, at ``deploy_batch`` images of ``cls_size`` px on ``deploy_threads``
+threads (PyTorch and ONNX Runtime alike), fp32:
+
+- ``eager``: the network as trained, PyTorch eager, contiguous (NCHW);
+- ``folded + channels_last``: BatchNorm folded into the convs, NHWC
+  (:func:`cxr.inference.optimise.optimise_for_inference`, what ``cxr-predict --backend pytorch`` runs);
+- ``onnxruntime``: the file ``cxr-export`` writes (:func:`cxr.inference.export.export_model`: the exact
+  rewrites of :mod:`cxr.inference.onnx_form`) on the session ``cxr-predict`` uses
+  (:func:`cxr.inference.onnx_member.make_session`).
+
+Figures per row: images/s (median of ``deploy_repeats`` timed runs after a warm-up; the paths of both
+models are timed in turns, run by run, so that a change in the machine's load hits both), the model's
+GFLOPs per image (what the network computes) and the GFLOPs the path executes (the rewrites skip some),
+achieved GFLOP/s (executed FLOPs × images/s) and that as a fraction of this CPU's peak, measured in the
+same run as the best of several large fp32 matmuls on the same threads (:func:`matmul_peak`). Every
+path's logits are compared with eager PyTorch's (``max_abs_diff``).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import inspect
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cxr.bench.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PATHS = ("eager", "folded + channels_last", "onnxruntime")
+
+
+def matmul_peak(n: int = 2048, repeats: int = 7) -> dict:
+    """Best GFLOP/s of an ``n``×``n`` fp32 matmul on PyTorch's current threads (2n³ FLOPs each)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return {"n": n, "gflops_per_s": 2 * n**3 / min(times) / 1e9, "threads": torch.get_num_threads()}
+
+
+def _runner(model: torch.nn.Module, path: str, images: torch.Tensor, work: Path, name: str):
+    """``(run, logits, executed_flops)`` for one path: ``run()`` infers the batch once."""
+    from cxr.inference.export import export_model
+    from cxr.inference.onnx_form import deploy_form
+    from cxr.inference.onnx_member import make_session
+    from cxr.inference.optimise import optimise_for_inference
+    from cxr.models.profile import count_flops
+
+    shape = (1, *images.shape[1:])
+    if path == "eager":
+        net, x = model, images
+    elif path == "folded + channels_last":
+        net = optimise_for_inference(copy.deepcopy(model))
+        x = images.contiguous(memory_format=torch.channels_last)
+    else:
+        file = export_model(model, work / f"{name}.onnx", images[:2])
+        session = make_session(file, torch.get_num_threads())
+        array = images.numpy()
+        flops = count_flops(deploy_form(model, images[:2])[0], shape)
+
+        def run_onnx():
+            return torch.from_numpy(session.run(["logits"], {"image": array})[0])
+
+        return run_onnx, run_onnx(), flops
+
+    def run_torch():
+        with torch.inference_mode():
+            return net(x)
+
+    return run_torch, run_torch(), count_flops(net, shape)
+
+
+def _time_in_turns(runs: dict[str, Callable], repeats: int) -> dict[str, list[float]]:
+    """One warm-up each, then ``repeats`` rounds timing every run once per round."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+def bench_deploy(s: Settings) -> dict:
+    """``{"peak", "threads", "batch", "image_size", "rows"}``: one row per (model, path) as described
+    in the module docstring; a path that fails has ``error`` instead of figures."""
+    from cxr.models import MODELS, create_model
+    from cxr.models.profile import count_flops
+
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(s.deploy_threads)
+    try:
+        peak = matmul_peak()
+        gen = torch.Generator().manual_seed(0)
+        images = torch.randn(s.deploy_batch, 1, s.cls_size, s.cls_size, generator=gen)
+        models, model_flops, reference = {}, {}, {}
+        for name in s.deploy_models:
+            torch.manual_seed(0)
+            # models whose head is sized by the input (a Flatten head) are built for this size
+            sized = "image_size" in inspect.signature(MODELS[name]).parameters
+            models[name] = create_model(
+                name, in_chans=1, **({"image_size": s.cls_size} if sized else {})
+            ).eval()
+            model_flops[name] = count_flops(models[name], (1, 1, s.cls_size, s.cls_size))
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="cxr-bench-deploy-") as work:
+            for path in PATHS:
+                runs, found = {}, {}
+                for name, model in models.items():
+                    log.info("deploy: %s, %s ...", name, path)
+                    try:
+                        run, logits, flops = _runner(model, path, images, Path(work), name)
+                    except Exception as err:  # one path failing must not lose the others' figures
+                        log.warning("deploy %s %s failed: %s", name, path, err)
+                        rows.append({"model": name, "path": path, "error": f"{type(err).__name__}: {err}"})
+                        continue
+                    if path == "eager":
+                        reference[name] = logits
+                    runs[name] = run
+                    found[name] = (flops, float((logits - reference[name]).abs().max()))
+                times = _time_in_turns(runs, s.deploy_repeats)
+                for name, runs_s in times.items():
+                    rate = s.deploy_batch / statistics.median(runs_s)
+                    flops, diff = found[name]
+                    rows.append(
+                        {
+                            "model": name,
+                            "path": path,
+                            "images_per_s": rate,
+                            "runs_s": [round(t, 6) for t in runs_s],
+                            "gflops": model_flops[name] / 1e9,
+                            "gflops_run": flops / 1e9,
+                            "achieved_gflops_per_s": flops * rate / 1e9,
+                            "peak_fraction": flops * rate / 1e9 / peak["gflops_per_s"],
+                            "max_abs_diff": diff,
+                        }
+                    )
+                del runs
+                gc.collect()
+    finally:
+        torch.set_num_threads(saved_threads)
+    return {
+        "peak": peak,
+        "threads": s.deploy_threads,
+        "batch": s.deploy_batch,
+        "image_size": s.cls_size,
+        "repeats": s.deploy_repeats,
+        "rows": rows,
+    }
+
+
+def deploy_ratios(deploy: dict) -> dict[str, float | None]:
+    """depthwise_cnn ÷ plain_cnn images/s per path (None where either is missing)."""
+    rate = {(r["model"], r["path"]): r.get("images_per_s") for r in deploy.get("rows", [])}
+    out = {}
+    for path in PATHS:
+        dw, plain = rate.get(("depthwise_cnn", path)), rate.get(("plain_cnn", path))
+        out[path] = dw / plain if dw and plain else None
+    return out
+
+
+# The issue's target for the deployable path, and its stretch.
+ONNX_SPEEDUP_TARGET = 4.0
+ONNX_SPEEDUP_STRETCH = 6.0
+ONNX_ATOL = 1e-4
+
+
+def deploy_targets(deploy: dict) -> list[dict]:
+    """The deploy target rows (same shape as :func:`cxr.bench.targets.targets`' rows)."""
+    ratio = deploy_ratios(deploy).get("onnxruntime")
+    diffs = [r["max_abs_diff"] for r in deploy.get("rows", []) if "max_abs_diff" in r]
+    setting = f"CPU fp32, {deploy.get('threads')} threads, batch {deploy.get('batch')}, {deploy.get('image_size')} px"
+    return [
+        {
+            "target": f"depthwise_cnn ≥ {ONNX_SPEEDUP_TARGET:.0f}× plain_cnn's images/s on ONNX Runtime "
+            f"({setting}; stretch {ONNX_SPEEDUP_STRETCH:.0f}×)",
+            "measured": "n/a" if ratio is None else f"{ratio:.2f}×",
+            "met": None if ratio is None else ratio >= ONNX_SPEEDUP_TARGET,
+        },
+        {
+            "target": f"every deployable path's logits equal eager PyTorch's within {ONNX_ATOL:g}",
+            "measured": "n/a" if not diffs else f"max |difference| {max(diffs):.1e}",
+            "met": None if not diffs else max(diffs) <= ONNX_ATOL,
+        },
+    ]

@@ -1,0 +1,134 @@
+"""Running an exported classifier on ONNX Runtime (CPU): the fast deployable path of ``cxr-predict``.
+
+:func:`make_session` holds the session options that measured fastest for the exported classifiers
+(``make bench``, deploy section): every graph optimisation (conv + activation fusion, NCHWc blocked
+layouts), sequential execution, ``threads`` intra-op threads that spin while waiting.
+:func:`onnx_member` turns a PyTorch :class:`~cxr.inference.members.Member` into one whose model is
+the checkpoint's ONNX export (:func:`cxr.inference.export.export_onnx`, made beside the checkpoint, or
+in a temporary folder when that one is read-only, and reused while it matches the checkpoint's
+SHA-256), run by ONNX Runtime. The export is checked against PyTorch when it is made, so both
+backends give the same logits within ``atol``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cxr.inference.members import Member
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "pytorch", "onnxruntime")
+
+
+def onnxruntime_available() -> bool:
+    """Whether ``onnx`` and ``onnxruntime`` import (both are needed to export and to run)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_session(path: str | Path, threads: int | None = None, spinning: bool = True):
+    """An ``onnxruntime.InferenceSession`` on the CPU with the tuned options.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads (None: ``torch.get_num_threads()``, the cores PyTorch would use).
+        spinning: worker threads spin between operators instead of sleeping (faster on a dedicated
+            machine; off where other work shares the cores).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxClassifier(nn.Module):
+    """An exported classifier run by ONNX Runtime, called like the PyTorch network.
+
+    ``forward``: float32 (B, C, S, S) normalised images (any memory format, any device: they are copied
+    to a contiguous CPU array) -> logits float32 (B, num_classes) on the CPU. Inference only (no
+    gradients). The module holds one empty parameter on the CPU so that code reading a model's device
+    from its parameters (:attr:`Member.device`) finds the CPU.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.session = make_session(self.path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.num_classes = int(self.session.get_outputs()[0].shape[1])
+        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        array = np.ascontiguousarray(images.detach().float().cpu().numpy())
+        (logits,) = self.session.run(["logits"], {self.input_name: array})
+        return torch.from_numpy(logits)
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _matches(onnx_path: Path, checksum: str) -> bool:
+    """Whether ``onnx_path`` is this export version of the checkpoint with this SHA-256."""
+    from cxr.inference.export import EXPORT_VERSION, read_metadata
+
+    try:
+        meta = read_metadata(onnx_path)
+    except Exception:  # unreadable or foreign file: export again
+        return False
+    return meta.get("cxr_checkpoint_sha256") == checksum and meta.get("cxr_export_version") == EXPORT_VERSION
+
+
+def ensure_export(checkpoint: str | Path, atol: float = 1e-4) -> Path:
+    """The checkpoint's ONNX export: ``<checkpoint>.onnx`` beside it when that is this checkpoint's
+    current export (or can be written there), else one in ``$TMPDIR/cxr-onnx``. Exports are checked
+    against PyTorch within ``atol`` (:func:`cxr.inference.export.export_onnx`)."""
+    from cxr.inference.export import export_onnx
+
+    checkpoint = Path(checkpoint)
+    checksum = sha256(checkpoint)
+    beside = checkpoint.with_suffix(".onnx")
+    cached = Path(tempfile.gettempdir()) / "cxr-onnx" / f"{checksum[:16]}.onnx"
+    for candidate in (beside, cached):
+        if candidate.is_file() and _matches(candidate, checksum):
+            return candidate
+    target = beside if os.access(beside.parent, os.W_OK) else cached
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("exporting %s to %s for ONNX Runtime", checkpoint, target)
+    return export_onnx(checkpoint, target, atol=atol)
+
+
+def onnx_member(member: Member, threads: int | None = None) -> Member:
+    """``member`` with its network replaced by its ONNX export on ONNX Runtime (CPU).
+
+    Raises:
+        ValueError: ``member`` is not a classifier (detectors stay on PyTorch).
+    """
+    if member.task != "classification":
+        raise ValueError(
+            f"{member.path}: the ONNX Runtime backend runs classifiers; this is a {member.task} model"
+        )
+    return dataclasses.replace(member, model=OnnxClassifier(ensure_export(member.path), threads))

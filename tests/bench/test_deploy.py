@@ -1,0 +1,95 @@
+"""The deploy section: every path measured and checked against eager PyTorch; ratios, targets and the
+report from hand-made results. No timing assertions."""
+
+import pytest
+
+from cxr.bench import report, targets
+from cxr.bench.deploy import PATHS, bench_deploy, deploy_ratios, deploy_targets, matmul_peak
+from cxr.bench.settings import Settings
+
+
+def _deploy(plain_onnx=30.0, dw_onnx=150.0, diff=1e-6) -> dict:
+    """A hand-made deploy result: plain 10 / 20 / ``plain_onnx`` images/s, depthwise 15 / 40 / ``dw_onnx``."""
+    rates = {"plain_cnn": (10.0, 20.0, plain_onnx), "depthwise_cnn": (15.0, 40.0, dw_onnx)}
+    gflops = {"plain_cnn": (6.0, 6.0), "depthwise_cnn": (0.8, 0.6)}
+    rows = []
+    for model, per_path in rates.items():
+        for path, rate in zip(PATHS, per_path, strict=True):
+            run = gflops[model][1] if path == "onnxruntime" else gflops[model][0]
+            rows.append(
+                {
+                    "model": model,
+                    "path": path,
+                    "images_per_s": rate,
+                    "gflops": gflops[model][0],
+                    "gflops_run": run,
+                    "achieved_gflops_per_s": run * rate,
+                    "peak_fraction": run * rate / 300.0,
+                    "max_abs_diff": diff,
+                }
+            )
+    return {
+        "peak": {"n": 2048, "gflops_per_s": 300.0, "threads": 2},
+        "threads": 2,
+        "batch": 16,
+        "image_size": 200,
+        "repeats": 5,
+        "rows": rows,
+    }
+
+
+def test_ratios_and_targets_by_hand():
+    assert deploy_ratios(_deploy()) == pytest.approx(
+        {"eager": 1.5, "folded + channels_last": 2.0, "onnxruntime": 5.0}
+    )
+    speed, exact = deploy_targets(_deploy())
+    assert (
+        speed["met"] is True
+        and speed["measured"] == "5.00×"
+        and "2 threads, batch 16, 200 px" in speed["target"]
+    )
+    assert exact["met"] is True
+    speed, exact = deploy_targets(_deploy(dw_onnx=90.0, diff=3e-4))
+    assert speed["met"] is False and speed["measured"] == "3.00×" and exact["met"] is False
+    missing = {**_deploy(), "rows": [r for r in _deploy()["rows"] if r["model"] != "plain_cnn"]}
+    assert deploy_targets(missing)[0]["met"] is None and deploy_ratios(missing)["eager"] is None
+
+
+def test_report_shows_every_path_with_its_share_of_the_peak():
+    from tests.bench.test_bench import _result
+
+    result = _result()
+    result["deploy"] = _deploy()
+    result["ratios"] = targets.ratios(result)
+    result["targets"] = targets.targets(result) + deploy_targets(result["deploy"])
+    text = report.markdown(result)
+    assert "## Deployable CPU paths (Test CPU, fp32, 2 threads, batch 16, 200 px)" in text
+    assert "| depthwise_cnn | onnxruntime | 150 | 0.80 | 0.60 | 90 | 30 % | 1.0e-06 |" in text
+    assert "| plain_cnn | eager | 10 | 6.00 | 6.00 | 60 | 20 % | 1.0e-06 |" in text
+    assert "| images/s | 1.50× | 2.00× | 5.00× |" in text
+    assert "| depthwise_cnn ≥ 4× plain_cnn's images/s on ONNX Runtime" in text
+    failed = {
+        **result["deploy"],
+        "rows": [*result["deploy"]["rows"], {"model": "x", "path": "eager", "error": "boom"}],
+    }
+    assert "| x | eager | failed: boom |" in report.markdown({**result, "deploy": failed})
+
+
+def test_matmul_peak_is_positive():
+    peak = matmul_peak(n=128, repeats=2)
+    assert peak["gflops_per_s"] > 0 and peak["n"] == 128
+
+
+def test_quick_section_measures_every_path_and_matches_eager(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from cxr.bench import deploy
+
+    monkeypatch.setattr(deploy, "matmul_peak", lambda: {"n": 64, "gflops_per_s": 1.0, "threads": 1})
+    s = Settings.quick_run(cls_size=32, deploy_batch=2, deploy_threads=1, deploy_repeats=1)
+    out = bench_deploy(s)
+    assert [(r["model"], r["path"]) for r in out["rows"]] == [(m, p) for p in PATHS for m in s.deploy_models]
+    for row in out["rows"]:
+        assert row["images_per_s"] > 0 and row["max_abs_diff"] <= 1e-4
+        assert row["gflops_run"] <= row["gflops"] * 1.001  # a rewrite may skip work, never add it
+    dw_onnx = next(r for r in out["rows"] if r["model"] == "depthwise_cnn" and r["path"] == "onnxruntime")
+    assert dw_onnx["gflops_run"] < dw_onnx["gflops"]  # the first stage's pointwise conv runs pooled
