@@ -267,3 +267,32 @@ def test_pretrained_weights_of_another_architecture_or_missing_file_raise(tmp_pa
     missing = tmp_path / "nowhere.pth"
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         RetinaNet(encoder="resnet18", image_size=S, pretrained_path=str(missing))
+
+
+# Gabruseva et al.'s encoders that timm has (NASNet-A-Mobile is not in timm), by their timm names
+PAPER_ENCODERS = [
+    "legacy_seresnext50_32x4d",
+    "legacy_seresnext101_32x4d",
+    "resnet101",
+    "legacy_xception",
+    "dpn92",
+    "inception_resnet_v2",
+    "pnasnet5large",
+]
+
+
+@pytest.mark.parametrize("size", [256, 512])
+@pytest.mark.parametrize("encoder", PAPER_ENCODERS)
+def test_paper_encoders_give_aligned_pyramids_and_all_anchors(encoder, size):
+    """Built on the meta device (shapes only): every level is exactly S / stride cells, also for
+    encoders with unpadded convolutions (inception_resnet_v2: 124/61/30/14 at 512 px before resizing),
+    so the heads cover the authors' anchor count (196,560 at 512 px)."""
+    with torch.device("meta"):
+        model = RetinaNet(encoder=encoder, image_size=size, global_head_type="pooled_conv", cls_dropout=0.5)
+        pyramid, deepest = model.backbone.features(torch.zeros(1, 1, size, size))
+        logits = model.global_head(deepest)
+        outputs = model.head(list(pyramid.values()))
+    assert [p.shape[-1] for p in pyramid.values()] == [size // s for s in (4, 8, 16, 32, 64, 128)]
+    assert logits.shape == (1, 3)
+    cells = sum((size // s) ** 2 for s in (4, 8, 16, 32, 64, 128))
+    assert outputs["cls_logits"].shape == (1, 9 * cells, 1) and (size != 512 or 9 * cells == 196_560)
