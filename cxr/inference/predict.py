@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +31,85 @@ from cxr.inference.postprocess.settings import PostprocessSettings, applicable_s
 log = logging.getLogger(__name__)
 
 
-def list_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files to predict on: files as given, folders searched recursively for JPEG/PNG/DICOM
-    (other files there are counted in a warning)."""
+def _kind(path: Path) -> str | None:
+    """Why ``path`` cannot be decoded as a file (a dangling link, a FIFO, a socket ...), or None."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"{path}: dangling symbolic link (to {os.readlink(path)})"
+        return f"{path}: no such file"
+    except OSError as err:
+        return f"{path}: cannot be read ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "a device or special file")
+    return f"{path}: not a regular file but {kind}; not read"
+
+
+def _walk(folder: Path) -> tuple[list[Path], dict[Path, str], int]:
+    """Entries under ``folder`` named like images (any kind of entry but a folder), the ones refused
+    with why (a symbolic link to outside ``folder``), and how many other files there are. Symbolic
+    links to folders are not descended into (warned)."""
+    root = folder.resolve()
+    found, refused, others = [], {}, 0
+    for current, dirs, names in os.walk(folder, followlinks=False):
+        here = Path(current)
+        for name in sorted(dirs):
+            if (here / name).is_symlink():
+                log.warning(
+                    "%s: symbolic link to a folder (%s), not searched", here / name, os.readlink(here / name)
+                )
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = here / name
+            if name.startswith(".") or path.suffix.lower() not in INPUT_SUFFIXES:
+                others += not name.startswith(".")
+                continue
+            found.append(path)
+            if path.is_symlink() and path.exists():  # a dangling one is reported as such later
+                target = path.resolve()
+                if not target.is_relative_to(root):
+                    refused[path] = f"{path}: symbolic link to {target}, outside {folder}; not followed"
+    return found, refused, others
+
+
+def list_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], dict[Path, str]]:
+    """Everything to predict on, and the entries refused with why.
+
+    Files are taken as given; folders are searched recursively (symbolic links to folders are not
+    followed) for entries named like JPEG/PNG/DICOM files, whatever they are (a dangling link or a
+    FIFO gets its row with an error later); other files there are counted in a warning. A symbolic
+    link in a folder that points outside it is refused (a row with the reason, and a warning).
+
+    Raises:
+        FileNotFoundError: an input that does not exist at all, or nothing to predict on.
+    """
     files: list[Path] = []
+    refused: dict[Path, str] = {}
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
-            images = [p for p in found if p.suffix.lower() in INPUT_SUFFIXES]
-            if len(images) < len(found):
+            found, outside, others = _walk(item)
+            if others:
                 log.warning(
-                    "%s: ignored %d file(s) without an image suffix %s",
-                    item,
-                    len(found) - len(images),
-                    sorted(INPUT_SUFFIXES),
+                    "%s: ignored %d file(s) without an image suffix %s", item, others, sorted(INPUT_SUFFIXES)
                 )
-            files.extend(images)
-        elif item.exists():
+            if outside:
+                log.warning(
+                    "%s: %d symbolic link(s) lead outside the folder and are not followed (see the error column)",
+                    item,
+                    len(outside),
+                )
+            files.extend(found)
+            refused.update(outside)
+        elif os.path.lexists(item):
             files.append(item)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     if not files:
         raise FileNotFoundError(f"no image files in {', '.join(map(str, inputs))}")
-    return files
+    return files, refused
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -105,10 +163,17 @@ def _column(name: str) -> str:
     return "prob_" + re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
-def _decode(files: Sequence[Path], hints: Sequence[int | None]) -> tuple[dict, dict[Path, str]]:
-    """Decode each file once per size hint; unreadable files go to the errors, named with their message."""
+def _decode(
+    files: Sequence[Path], hints: Sequence[int | None], refused: Mapping[Path, str]
+) -> tuple[dict, dict[Path, str]]:
+    """Decode each file once per size hint; refused entries, entries that are not regular files and
+    unreadable files go to the errors, named with their message (a FIFO is never opened)."""
     images, errors = {}, {}
     for path in files:
+        reason = refused.get(path) or _kind(path)
+        if reason is not None:
+            errors[path] = reason
+            continue
         for hint in hints:
             try:
                 images[path, hint] = read_input(path, size_hint=hint)
@@ -236,12 +301,21 @@ def run_prediction(
     settings: PostprocessSettings,
     batch_size: int = 8,
     overlays: bool = False,
+    refused: Mapping[Path, str] | None = None,
 ) -> pd.DataFrame:
     """Predict on ``files`` with the ensemble of ``members`` and write ``out/predictions.csv`` (and, for
     detection, ``out/submission.csv``; with ``overlays``, PNGs in ``out/overlays``). Returns the
-    predictions table. Unreadable files get a row with their ``error``; the rest go on."""
+    predictions table. Every file gets at least one row: unreadable ones, entries that are not
+    regular files and those in ``refused`` (path -> reason) get a row with their ``error``; the rest go on.
+
+    Raises:
+        ValueError: ``batch_size`` < 1.
+    """
     from cxr.inference.submission import write_submission
 
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    refused = refused or {}
     out = Path(out)
     overlay_dir = out / "overlays" if overlays else None
     if overlay_dir is not None:
@@ -252,7 +326,7 @@ def run_prediction(
     with tqdm(total=len(files), desc="cxr-predict", unit="img") as bar:
         for start in range(0, len(files), batch_size):
             chunk = list(files[start : start + batch_size])
-            images, failed = _decode(chunk, hints)
+            images, failed = _decode(chunk, hints, refused)
             errors.update(failed)
             readable = [f for f in chunk if f not in failed]
             if readable:
@@ -277,7 +351,7 @@ def run_prediction(
     table.to_csv(out / "predictions.csv", index=False)
     if errors:
         log.warning(
-            "%d of %d file(s) could not be read; see the error column of %s",
+            "%d of %d file(s) could not be read or were refused; see the error column of %s",
             len(errors),
             len(files),
             out / "predictions.csv",
@@ -296,6 +370,18 @@ def run_prediction(
             log.warning("%d unreadable file(s) are left out of submission.csv", len(errors))
         write_submission(by_patient, out / "submission.csv")
     return table
+
+
+def check_output_folder(out: Path) -> None:
+    """Raise ValueError (one line) when ``out`` cannot be an output folder: it is an existing file,
+    or a path under one."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is an existing file, not a folder; name a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+            break
 
 
 def predict(
@@ -318,10 +404,13 @@ def predict(
     """
     from cxr.inference.members import load_members, resolve_device
 
-    members = load_members(checkpoints, resolve_device(device))
-    files = list_inputs(inputs)
-    settings, source, record = resolve_settings(members, postprocess, **overrides)
     out = Path(out)
+    check_output_folder(out)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    members = load_members(checkpoints, resolve_device(device))
+    files, refused = list_inputs(inputs)
+    settings, source, record = resolve_settings(members, postprocess, **overrides)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(
         json.dumps(
@@ -337,6 +426,8 @@ def predict(
         + "\n"
     )
     log.info("post-processing: %s (recorded in %s)", source, out / "settings.json")
-    table = run_prediction(members, files, out, settings, batch_size=batch_size, overlays=overlays)
+    table = run_prediction(
+        members, files, out, settings, batch_size=batch_size, overlays=overlays, refused=refused
+    )
     log.info("predictions written to %s", out)
     return table
