@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from cxr.inference.members import Member, load_member
-from cxr.inference.onnx_member import sha256
-from cxr.inference.postprocess.settings import applicable_settings
+from cxr.inference.postprocess.settings import applicable_settings, file_sha256
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx",)
@@ -57,7 +56,7 @@ def _metadata(member: Member, threshold: float | None) -> dict[str, str]:
         "cxr_decision_threshold": "" if threshold is None else str(threshold),
         "cxr_input": "image float32 (B, C, S, S): (pixel / 255 - mean) / std",
         "cxr_checkpoint": member.path.name,
-        "cxr_checkpoint_sha256": sha256(member.path),
+        "cxr_checkpoint_sha256": file_sha256(member.path),
     }
 
 

@@ -13,10 +13,10 @@ backends give the same logits within ``atol``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from cxr.inference.members import Member
+from cxr.inference.postprocess.settings import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,6 @@ class OnnxClassifier(nn.Module):
         return torch.from_numpy(logits)
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _matches(onnx_path: Path, checksum: str) -> bool:
     """Whether ``onnx_path`` is this export version of the checkpoint with this SHA-256."""
     from cxr.inference.export import EXPORT_VERSION, read_metadata
@@ -109,7 +102,7 @@ def ensure_export(checkpoint: str | Path, atol: float = 1e-4) -> Path:
     from cxr.inference.export import export_onnx
 
     checkpoint = Path(checkpoint)
-    checksum = sha256(checkpoint)
+    checksum = file_sha256(checkpoint)
     beside = checkpoint.with_suffix(".onnx")
     cached = Path(tempfile.gettempdir()) / "cxr-onnx" / f"{checksum[:16]}.onnx"
     for candidate in (beside, cached):
@@ -119,6 +112,46 @@ def ensure_export(checkpoint: str | Path, atol: float = 1e-4) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("exporting %s to %s for ONNX Runtime", checkpoint, target)
     return export_onnx(checkpoint, target, atol=atol)
+
+
+def select_backend(
+    members: Sequence[Member], backend: str = "auto", overlays: bool = False, threads: int | None = None
+) -> tuple[list[Member], str]:
+    """The members to predict with and the backend that runs them (``"pytorch"`` or ``"onnxruntime"``).
+
+    ``"auto"`` takes ONNX Runtime for classifiers on the CPU when onnx and onnxruntime are installed
+    and no Grad-CAM ``overlays`` (which need PyTorch's gradients) are asked for, and falls back to
+    PyTorch, with a warning, if a checkpoint cannot be exported; PyTorch otherwise (detectors, GPUs).
+
+    Raises:
+        ValueError: an unknown ``backend``, or ``"onnxruntime"`` for detectors, with overlays, or
+            without onnxruntime installed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    members = list(members)
+    if backend == "pytorch":
+        return members, backend
+    why_not = (
+        f"these are {members[0].task} checkpoints; ONNX Runtime runs classifiers"
+        if members[0].task != "classification"
+        else "overlays (Grad-CAM) need PyTorch's gradients"
+        if overlays
+        else "onnx and onnxruntime are not installed"
+        if not onnxruntime_available()
+        else None
+    )
+    if backend == "onnxruntime":
+        if why_not:
+            raise ValueError(f"--backend onnxruntime: {why_not}; use --backend pytorch")
+        return [onnx_member(m, threads) for m in members], backend
+    if why_not or any(m.device.type != "cpu" for m in members):
+        return members, "pytorch"
+    try:
+        return [onnx_member(m, threads) for m in members], "onnxruntime"
+    except Exception as err:  # an export that fails or does not match: PyTorch still predicts
+        log.warning("ONNX Runtime backend unavailable (%s); predicting with PyTorch", err)
+        return members, "pytorch"
 
 
 def onnx_member(member: Member, threads: int | None = None) -> Member:

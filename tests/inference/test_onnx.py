@@ -159,3 +159,31 @@ def test_detectors_stay_on_pytorch(tmp_path):
     member.task = "detection"
     with pytest.raises(ValueError, match=r"model\.ckpt: the ONNX Runtime backend runs classifiers"):
         onnx_member(member)
+
+
+def test_auto_backend_takes_onnx_runtime_for_classifiers_on_the_cpu_only(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("onnxruntime")
+    from cxr.inference import onnx_member
+    from cxr.inference.onnx_member import OnnxClassifier, select_backend
+
+    members = [load_member(_checkpoint(tmp_path / "model.ckpt"))]
+    fast, used = select_backend(members, "auto")
+    assert used == "onnxruntime" and isinstance(fast[0].model, OnnxClassifier)
+    assert select_backend(members, "auto", overlays=True)[1] == "pytorch"  # Grad-CAM needs gradients
+    assert select_backend(members, "pytorch")[0] == members
+    with pytest.raises(ValueError, match="--backend onnxruntime: overlays"):
+        select_backend(members, "onnxruntime", overlays=True)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        select_backend(members, "tensorrt")
+
+    def broken(checkpoint, atol=1e-4):
+        raise ValueError("export differs")
+
+    monkeypatch.setattr(onnx_member, "ensure_export", broken)
+    with caplog.at_level(logging.WARNING, logger="cxr.inference.onnx_member"):
+        assert select_backend(members, "auto")[1] == "pytorch"  # falls back, saying why
+    assert "export differs" in caplog.text
+    monkeypatch.setattr(onnx_member, "onnxruntime_available", lambda: False)
+    assert select_backend(members, "auto")[1] == "pytorch"
+    with pytest.raises(ValueError, match="onnxruntime are not installed"):
+        select_backend(members, "onnxruntime")
