@@ -198,22 +198,53 @@ def _refresh(
             "image cache %s: %d source file(s) changed since it was built, e.g. %s; decoding them again",
             folder, len(changed), ", ".join(str(p) for p in changed[:3]),
         )  # fmt: skip
-    if stale:
-        rows = np.load(folder / "images.npy", mmap_mode="r+")
-        jobs = [(decode, paths[i], size) for i in stale]
-        for i, (img, orig, err, record) in zip(stale, _decode_all(jobs, num_workers, desc), strict=True):
-            rows[i] = img if err is None else 0
-            meta["orig_sizes"][i] = list(orig)
-            meta["files"][i] = record
-            errors.pop(i, None)
-            if err is not None:
-                errors[i] = err
-        rows.flush()
-        meta["errors"], meta["checksum"] = {str(k): v for k, v in errors.items()}, _checksum(rows)
-        del rows
-    if stale or dirty:
-        _write_meta(folder, meta)
+    try:
+        if stale:
+            _patch(folder, paths, decode, size, num_workers, desc, meta, stale, errors)
+        elif dirty:
+            _write_meta(folder, meta)
+    except OSError as err:  # a read-only cache (shared, or on a read-only mount)
+        if changed:
+            raise OSError(
+                f"image cache {folder}: {len(changed)} source file(s) changed but the cache cannot be "
+                f"updated ({err}); delete it or point $CXR_CACHE or datamodule.cache_dir elsewhere"
+            ) from None
+        if stale:
+            log.warning(
+                "image cache %s cannot be updated (%s); %d failed file(s) not retried",
+                folder,
+                err,
+                len(stale),
+            )
     return np.load(folder / "images.npy", mmap_mode="r")
+
+
+def _patch(
+    folder: Path,
+    paths: list[Path],
+    decode: Decoder,
+    size: int,
+    num_workers: int,
+    desc: str,
+    meta: dict,
+    stale: list[int],
+    errors: dict[int, str],
+) -> None:
+    """Decode rows ``stale`` again into the array in place; new checksum and meta written last, so a
+    kill in between leaves a cache whose checksum fails and which is then rebuilt."""
+    rows = np.load(folder / "images.npy", mmap_mode="r+")
+    jobs = [(decode, paths[i], size) for i in stale]
+    for i, (img, orig, err, record) in zip(stale, _decode_all(jobs, num_workers, desc), strict=True):
+        rows[i] = img if err is None else 0
+        meta["orig_sizes"][i] = list(orig)
+        meta["files"][i] = record
+        errors.pop(i, None)
+        if err is not None:
+            errors[i] = err
+    rows.flush()
+    meta["errors"], meta["checksum"] = {str(k): v for k, v in errors.items()}, _checksum(rows)
+    del rows
+    _write_meta(folder, meta)
 
 
 def _build(folder: Path, paths: list[Path], decode: Decoder, size: int, num_workers: int, desc: str) -> dict:

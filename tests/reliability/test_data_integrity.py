@@ -150,6 +150,21 @@ def test_a_source_rewritten_with_same_size_and_mtime_gets_new_pixels(tmp_path: P
     np.testing.assert_array_equal(cached.images[1], old.images[1])
 
 
+def test_a_changed_source_with_a_read_only_cache_is_an_error_not_stale_pixels(
+    tmp_path: Path, monkeypatch
+) -> None:
+    a = _jpeg(tmp_path / "a.jpeg", seed=0)
+    build_cache([a], read_image, 16, tmp_path / "cache")
+    _jpeg(a, seed=5)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(cache_module, "_patch", read_only)
+    with pytest.raises(OSError, match=r"1 source file\(s\) changed but the cache cannot be updated"):
+        build_cache([a], read_image, 16, tmp_path / "cache")
+
+
 # --- 3. decode failures are not kept; CXR_MAX_PIXELS alone sets the limit -----------------------------
 
 
