@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--data-root",
         type=Path,
         default=None,
-        help="folder with chest_xray/ and rsna/ (smoke default: logs/reproduce/data, generated)",
+        help="folder with chest_xray/ and rsna/, or one dataset folder itself (a Kermany train/ test/ "
+        "folder or the RSNA challenge layout); smoke default: logs/reproduce/data, generated",
     )
     parser.add_argument("--out", type=Path, default=None, help="default: experiments/results/<profile>")
     parser.add_argument(
@@ -54,7 +55,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     profile = PROFILES[args.profile]
-    tables = [table_by_name(n) for n in args.tables] if args.tables else list(TABLES)
+    tables = (
+        [table_by_name(n) for n in args.tables]
+        if args.tables
+        else [t for t in TABLES if t.task in profile.tasks]
+    )
     synthetic = profile.synthetic is not None
     data_root = args.data_root or (Path("logs/reproduce/data") if synthetic else None)
     if data_root is None:
@@ -98,3 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"wrote {len(written)} files to {out} in {time.perf_counter() - start:.0f} s"
         + (f"; {missing} runs missing (gaps in the tables)" if missing else "")
     )
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cxr.reporting.reproduce.plan import data_dir
 from cxr.reporting.reproduce.profiles import Profile
 
 
@@ -34,13 +35,13 @@ def launch(overrides: Sequence[str], runs_dir: Path, log_file: Path) -> int:
 
 def prepare_data(profile: Profile, data_root: Path, tasks: set[str]) -> None:
     """Smoke: write the synthetic datasets once. Paper: check the datasets are there."""
-    folders = {"classification": data_root / "chest_xray", "detection": data_root / "rsna"}
+    folders = {task: data_dir(data_root, task) for task in ("classification", "detection")}
     if profile.synthetic is None:
         missing = [str(folders[t]) for t in sorted(tasks) if not folders[t].is_dir()]
         if missing:
             raise SystemExit(
                 f"cxr-reproduce: error: profile {profile.name} needs {' and '.join(missing)} "
-                "(set DATA_ROOT=<folder with chest_xray/ and rsna/>)"
+                "(set DATA_ROOT=<folder with chest_xray/ and rsna/, or a dataset folder itself>)"
             )
         return
     from cxr.synth.ped_cxr import write_ped_cxr

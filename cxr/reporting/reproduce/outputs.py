@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cxr.config.runs import job_status
-from cxr.reporting.reproduce.plan import Job
+from cxr.reporting.reproduce.plan import Job, data_dir
 from cxr.reporting.reproduce.postprocess import SHRINK, postprocess_sweep
 from cxr.reporting.reproduce.profiles import Profile
 from cxr.reporting.tables import Table
@@ -67,6 +67,30 @@ def caption(table: Table, profile: Profile, data_root: Path, command: str) -> st
     )
 
 
+def _quality_figure(table: Table, runs: dict, out: Path, data: Path, cache_dir: Path | None) -> list[Path]:
+    """Classification: ROC, precision-recall and confusion matrices of every row. Detection: a grid
+    of validation images with labels and detections of the table's first finished run (its last
+    epoch's checkpoint)."""
+    if table.task == "classification":
+        from cxr.reporting.classification_plots import classification_figure
+
+        figure = classification_figure(runs, out / f"{table.name}_roc_pr_confusion.png", table.title)
+        return [figure] if figure else []
+    from cxr.reporting.detection_plots import detection_grid
+
+    for folders in runs.values():
+        for folder in folders:
+            ckpts = sorted((folder / "checkpoints").glob("epoch*.ckpt"))
+            if (folder / "metrics.json").is_file() and ckpts:
+                title = f"{table.title}: {folder.name}, {ckpts[-1].stem}"
+                return [
+                    detection_grid(
+                        ckpts[-1], data, out / f"{table.name}_grid.png", title, cache_dir=cache_dir
+                    )
+                ]
+    return []
+
+
 def write_outputs(
     tables: Sequence[Table],
     jobs: Sequence[Job],
@@ -103,9 +127,12 @@ def write_outputs(
         sections.append((out / f"{table.name}.md").read_text())
         figure = plots.training_curves(runs, table.curves, out / f"{table.name}_curves.png", table.title)
         written += [figure] if figure else []
+        written += _quality_figure(table, runs, out, data_dir(data_root, table.task), cache_dir)
         if table.postprocess_single:
             single = table.postprocess_single
-            sweep = postprocess_sweep(table_jobs, runs_dir, data_root / "rsna", single, cache_dir)
+            sweep = postprocess_sweep(
+                table_jobs, runs_dir, data_dir(data_root, "detection"), single, cache_dir
+            )
             numbers, shown = postprocess_table(sweep)
             text = (
                 f"**Gabruseva et al.: post-processing** of the augmentation table's models: validation RSNA "

@@ -48,17 +48,24 @@ def _substitute(override: str, profile: Profile) -> str:
     return override
 
 
+def data_dir(data_root: Path, task: str) -> Path:
+    """A task's dataset under ``data_root``: ``chest_xray/`` or ``rsna/`` inside it, or ``data_root``
+    itself when it is already that layout (a Kermany ``train/`` folder or the challenge's CSV)."""
+    if task == "classification":
+        return data_root if (data_root / "train").is_dir() else data_root / "chest_xray"
+    return data_root if (data_root / "stage_2_train_labels.csv").is_file() else data_root / "rsna"
+
+
 def fixed_overrides(
     table: Table, profile: Profile, data_root: Path, cache_dir: Path | None, extra: Sequence[str] = ()
 ) -> tuple[str, ...]:
-    folder = "chest_xray" if table.task == "classification" else "rsna"
     cache = [f"datamodule.cache_dir={cache_dir}"] if cache_dir is not None else []
     return tuple(
         merge_overrides(
             [
                 f"experiment={table.experiment}",
                 *getattr(profile, table.task),
-                f"datamodule.data_dir={data_root / folder}",
+                f"datamodule.data_dir={data_dir(data_root, table.task)}",
                 *cache,
             ],
             extra,
