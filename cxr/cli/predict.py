@@ -15,8 +15,10 @@ from cxr.cli.common import (
     probability,
     setup_logging,
 )
+from cxr.inference.onnx_member import BACKENDS
 from cxr.inference.postprocess.boxes import BOX_SIZE_METHODS
 from cxr.inference.postprocess.ensemble import SCORE_MODES
+from cxr.inference.postprocess.wbf import ENSEMBLE_METHODS
 
 PROG = "cxr-predict"
 DESCRIPTION = """\
@@ -55,13 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     running = parser.add_argument_group("running")
     running.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     running.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per batch")
+    running.add_argument(
+        "--backend", choices=BACKENDS, default="auto",
+        help="auto: ONNX Runtime for classifiers on the CPU (the checkpoint's export, made and checked "
+        "against PyTorch when missing), PyTorch for detectors, GPUs and --overlays",
+    )  # fmt: skip
     post = parser.add_argument_group("post-processing (default: the tuned values)")
     post.add_argument(
         "--postprocess", default="auto", metavar="auto|none|PATH",
         help="auto: postprocess.json in the checkpoints' folder or up to two folders above it, used "
         "only when it was tuned on exactly these checkpoints; none: ignore it; PATH: this file",
     )  # fmt: skip
-    post.add_argument("--nms", type=probability, metavar="IOU", help="detection: ensemble NMS IoU threshold")
+    post.add_argument(
+        "--ensemble", choices=ENSEMBLE_METHODS,
+        help="detection: merge the members' boxes by pooling + one NMS (the paper's) or weighted box fusion",
+    )  # fmt: skip
+    post.add_argument(
+        "--nms",
+        type=probability,
+        metavar="IOU",
+        help="detection: ensemble NMS (or WBF clustering) IoU threshold",
+    )
     post.add_argument("--score", type=probability, metavar="P", help="detection: minimum box score")
     post.add_argument("--score-mode", choices=SCORE_MODES, help="detection: ensemble box score")
     post.add_argument("--box-size", choices=BOX_SIZE_METHODS, help="detection: box-size adjustment")
@@ -91,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             batch_size=args.batch_size,
             overlays=args.overlays,
             postprocess=args.postprocess,
+            backend=args.backend,
+            ensemble=args.ensemble,
             nms_thresh=args.nms,
             score_thresh=args.score,
             score_mode=args.score_mode,

@@ -21,12 +21,13 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from cxr.inference.inputs import INPUT_SUFFIXES, prepare, read_input
 from cxr.inference.members import Member, classify, detect
-from cxr.inference.postprocess import adjust_box_sizes, average_probabilities, ensemble_detections
+from cxr.inference.postprocess import adjust_box_sizes, average_probabilities
 from cxr.inference.postprocess.settings import PostprocessSettings, applicable_settings, file_sha256
+from cxr.inference.postprocess.wbf import fuse_detections
+from cxr.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +203,10 @@ def _detection_rows(members, settings, files, images, overlay_dir):
             global_probs.append(probs)
     probs = average_probabilities(global_probs) if global_probs else None
     names = [_column(c) for c in members[0].class_names]
+    heat = _detector_heatmaps(members, inputs) if overlay_dir is not None else None
     rows, kept = [], {}
     for i, (path, img) in enumerate(zip(files, decoded, strict=True)):
-        merged = ensemble_detections(per_image[i], settings.nms_thresh, settings.score_mode)
+        merged = fuse_detections(per_image[i], settings.ensemble, settings.nms_thresh, settings.score_mode)
         keep = merged["scores"] >= settings.score_thresh
         merged = {k: v[keep] for k, v in merged.items()}
         boxes = adjust_box_sizes(merged, settings.box_size, settings.shrink, settings.percentile_scale)
@@ -237,8 +239,25 @@ def _detection_rows(members, settings, files, images, overlay_dir):
         if overlay_dir is not None:
             from cxr.inference.overlays import draw_boxes, save_png
 
-            save_png(draw_boxes(img, boxes, merged["scores"]), _overlay_path(overlay_dir, path))
+            picture = draw_boxes(img, boxes, merged["scores"], heatmap=heat[i])
+            save_png(picture, _overlay_path(overlay_dir, path))
     return rows, kept
+
+
+def _detector_heatmaps(members, inputs):
+    """float32 (B, S, S) array: the mean over members of their encoder's heat map (:func:`cxr.inference.overlays.detector_cam`:
+    Grad-CAM of the global Lung Opacity class where there is a global head), at the first member's size."""
+    from cxr.inference.overlays import detector_cam
+
+    names = members[0].class_names
+    index = names.index("Lung Opacity") if "Lung Opacity" in names else None
+    size = members[0].image_size
+    heat = 0
+    for member in members:
+        cam = torch.from_numpy(detector_cam(member.model, inputs[_key(member)].to(member.device), index))
+        cam = torch.nn.functional.interpolate(cam[:, None], size=(size, size), mode="bilinear")[:, 0]
+        heat = heat + cam / len(members)
+    return heat.numpy()
 
 
 def _classification_rows(members, settings, files, images, overlay_dir):
@@ -323,7 +342,7 @@ def run_prediction(
     detection = members[0].task == "detection"
     hints = [None] if detection else sorted({m.image_size for m in members})
     rows, kept, errors = [], {}, {}
-    with tqdm(total=len(files), desc="cxr-predict", unit="img") as bar:
+    with progress(total=len(files), desc="cxr-predict", unit="img") as bar:
         for start in range(0, len(files), batch_size):
             chunk = list(files[start : start + batch_size])
             images, failed = _decode(chunk, hints, refused)
@@ -392,17 +411,21 @@ def predict(
     batch_size: int = 8,
     overlays: bool = False,
     postprocess: str = "auto",
+    backend: str = "auto",
     **overrides: Any,
 ) -> pd.DataFrame:
     """Python API of ``cxr-predict``: load the ensemble, find the inputs, choose the post-processing
-    (:func:`resolve_settings`; ``overrides`` are its ``nms_thresh``, ``score_thresh``, ``score_mode``,
-    ``box_size``, ``shrink``, ``percentile_scale``, ``decision_threshold``), write
-    ``out/settings.json`` and the predictions (:func:`run_prediction`). Returns the predictions table.
+    (:func:`resolve_settings`; ``overrides`` are its ``ensemble``, ``nms_thresh``, ``score_thresh``,
+    ``score_mode``, ``box_size``, ``shrink``, ``percentile_scale``, ``decision_threshold``) and the
+    backend (:func:`cxr.inference.onnx_member.select_backend`: ``"auto"`` runs classifiers on the CPU
+    with ONNX Runtime), write ``out/settings.json`` and the predictions (:func:`run_prediction`).
+    Returns the predictions table.
 
     Raises:
         FileNotFoundError, ValueError: a missing checkpoint or input, a bad value; before any image is read.
     """
     from cxr.inference.members import load_members, resolve_device
+    from cxr.inference.onnx_member import select_backend
 
     out = Path(out)
     check_output_folder(out)
@@ -411,12 +434,15 @@ def predict(
     members = load_members(checkpoints, resolve_device(device))
     files, refused = list_inputs(inputs)
     settings, source, record = resolve_settings(members, postprocess, **overrides)
+    members, backend = select_backend(members, backend, overlays)
+    log.info("running %d checkpoint(s) on %s", len(members), backend)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(
         json.dumps(
             {
                 "checkpoints": [str(m.path) for m in members],
                 "checkpoint_sha256": [file_sha256(m.path) for m in members],
+                "backend": backend,
                 "source": source,
                 "postprocess_file": record,
                 "postprocess": {k: v for k, v in dataclasses.asdict(settings).items() if k != "checkpoints"},

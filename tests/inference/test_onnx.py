@@ -187,3 +187,30 @@ def test_auto_backend_takes_onnx_runtime_for_classifiers_on_the_cpu_only(tmp_pat
     assert select_backend(members, "auto")[1] == "pytorch"
     with pytest.raises(ValueError, match="onnxruntime are not installed"):
         select_backend(members, "onnxruntime")
+
+
+def test_cxr_predict_backends_give_the_same_predictions(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    import pandas as pd
+
+    from cxr.cli.predict import main as predict
+    from tests.inference.test_predict import write_images
+
+    ckpt = _checkpoint(tmp_path / "model.ckpt")
+    write_images(tmp_path / "in", n=4)
+    tables = {}
+    for backend in ("pytorch", "onnxruntime", "auto"):
+        out = tmp_path / backend
+        predict(
+            ["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(out), "--backend", backend]
+        )
+        tables[backend] = pd.read_csv(out / "predictions.csv").sort_values("file")
+        used = json.loads((out / "settings.json").read_text())["backend"]
+        assert used == ("onnxruntime" if backend == "auto" else backend)  # auto: ONNX Runtime on the CPU
+    for backend in ("onnxruntime", "auto"):
+        np.testing.assert_allclose(
+            tables[backend]["probability"], tables["pytorch"]["probability"], atol=1e-4
+        )
+        assert (tables[backend]["label"] == tables["pytorch"]["label"]).all()

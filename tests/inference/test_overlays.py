@@ -67,3 +67,26 @@ def test_boxes_are_drawn_over_the_heat_map():
     assert np.array_equal(over[8, 20], plain[8, 20])  # the box outline is the same colour
     assert np.array_equal(over[50, 50], draw_heatmap(image, heat)[50, 50])  # elsewhere: the blend
     assert not np.array_equal(over[50, 50], plain[50, 50])
+
+
+def test_cxr_predict_draws_detector_boxes_over_the_heat_map_and_fuses_with_wbf(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from cxr.cli.predict import main as predict
+    from tests.inference.test_predict import detector_checkpoint, write_images
+
+    ckpt = detector_checkpoint(tmp_path / "det.ckpt")
+    write_images(tmp_path / "in", n=2)
+    out = tmp_path / "out"
+    argv = ["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(out), "--overlays"]
+    predict([*argv, "--ensemble", "wbf"])
+    assert json.loads((out / "settings.json").read_text())["postprocess"]["ensemble"] == "wbf"
+    pngs = sorted((out / "overlays").glob("*.png"))
+    assert [p.stem for p in pngs] == ["img0", "img1"]
+    with Image.open(pngs[0]) as picture:
+        colours = np.asarray(picture)
+    assert picture.mode == "RGB" and picture.size == (72, 60)
+    spread = colours.astype(int).max(axis=2) - colours.astype(int).min(axis=2)
+    assert spread.mean() > 20  # a colour map under the boxes, not a grey radiograph

@@ -23,6 +23,7 @@ from typing import Any
 
 from cxr.inference.postprocess.boxes import BOX_SIZE_METHODS
 from cxr.inference.postprocess.ensemble import SCORE_MODES
+from cxr.inference.postprocess.wbf import ENSEMBLE_METHODS
 
 FILENAME = "postprocess.json"
 TASKS = ("detection", "classification")
@@ -55,7 +56,11 @@ class PostprocessSettings:
 
     Attributes:
         task: ``"detection"`` or ``"classification"``.
-        nms_thresh: IoU above which the ensemble's single NMS suppresses a box (detection).
+        ensemble: how the members' boxes are merged (detection): ``"nms"``, the paper's pooling before
+            one NMS (:func:`ensemble_detections`), or ``"wbf"``, weighted box fusion
+            (:func:`cxr.inference.postprocess.wbf.weighted_boxes_fusion`).
+        nms_thresh: IoU above which the ensemble's single NMS suppresses a box, or WBF clusters it
+            (detection).
         score_thresh: boxes scoring below it are dropped (detection).
         score_mode: how the ensemble scores a box, ``"mean"`` or ``"max"`` (:func:`ensemble_detections`).
         box_size: ``"none"``, ``"shrink"`` or ``"percentile"`` (:mod:`cxr.inference.postprocess.boxes`).
@@ -69,6 +74,7 @@ class PostprocessSettings:
     """
 
     task: str
+    ensemble: str = "nms"
     nms_thresh: float | None = None
     score_thresh: float | None = None
     score_mode: str = "mean"
@@ -83,6 +89,8 @@ class PostprocessSettings:
         problems = []
         if self.task not in TASKS:
             problems.append(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.ensemble not in ENSEMBLE_METHODS:
+            problems.append(f"ensemble must be one of {ENSEMBLE_METHODS}, got {self.ensemble!r}")
         if self.score_mode not in SCORE_MODES:
             problems.append(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
         if self.box_size not in BOX_SIZE_METHODS:
