@@ -62,7 +62,7 @@ PROFILE ?= smoke
 DATA_ROOT ?=
 ARGS ?=
 reproduce-tables: install
-	$(PY) -m cxr.reporting.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(ARGS)
+	$(PY) -m cxr.cli.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(ARGS)
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The ``cxr-reproduce`` command line (``python -m cxr.reporting.reproduce``, ``make reproduce-tables``):
+"""The ``cxr-reproduce`` command line (``python -m cxr.cli.reproduce``, ``make reproduce-tables``):
 arguments, then plan → launch the sweeps → write the tables, printing each table's run status."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from cxr.cli.common import HelpFormatter
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    # imported here: cxr.reporting.reproduce imports this module for its own ``main``
     import cxr.reporting.reproduce
     from cxr.config.runs import job_status
     from cxr.reporting.reproduce.launch import launch, prepare_data

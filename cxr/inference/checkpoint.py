@@ -16,9 +16,7 @@ import torch
 from torch import nn
 
 from cxr.models.weights import refused_object
-
-META_KEY = "cxr"
-FORMAT_VERSION = 1
+from cxr.tasks.checkpoint_format import META_KEY
 
 
 class CheckpointError(ValueError):
@@ -48,13 +46,15 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the model saved by ``cxr-train`` and return ``(model in eval mode, metadata)``."""
-    from cxr.models import create_model
+    from cxr.models import LEGACY_DEFAULTS, create_model
 
     ckpt = read_checkpoint(path)
     meta = ckpt.get(META_KEY)
     if not meta:
         raise CheckpointError(f"{path}: no '{META_KEY}' metadata; was it written by cxr-train?")
     kwargs = dict(meta["model_kwargs"])
+    if int(meta.get("format_version", 1)) < 2:  # arguments added or re-defaulted since: their old values
+        kwargs = {**LEGACY_DEFAULTS.get(meta["model_name"], {}), **kwargs}
     kwargs.pop("pretrained_path", None)  # the weights come from the checkpoint itself
     model = create_model(meta["model_name"], **kwargs)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}

@@ -19,9 +19,5 @@ and ``$DATA_ROOT/rsna``. Arguments after ``--`` are overrides for every job
 Modules: :mod:`~cxr.reporting.reproduce.profiles` (how big the runs are), :mod:`~cxr.reporting.reproduce.plan` (jobs and
 their multirun sweeps), :mod:`~cxr.reporting.reproduce.launch` (data and ``cxr-train -m`` processes),
 :mod:`~cxr.reporting.reproduce.postprocess` (the NMS / box-shrink sweep), :mod:`~cxr.reporting.reproduce.outputs`
-(tables, figures, index) and :mod:`~cxr.reporting.reproduce.cli` (the command line).
+(tables, figures, index); the command line is :mod:`cxr.cli.reproduce`.
 """
-
-from cxr.cli.reproduce import main
-
-__all__ = ["main"]

@@ -12,7 +12,8 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from cxr.inference.checkpoint import FORMAT_VERSION, META_KEY
+from cxr.models import constructor_arguments
+from cxr.tasks.checkpoint_format import FORMAT_VERSION, META_KEY
 
 
 def _plain(node: Any) -> Any:
@@ -32,10 +33,12 @@ class CheckpointMetadata(pl.Callback):
     """
 
     def __init__(self, model: Any, datamodule: Any, task: str) -> None:
+        name = _model_name_from_target(str(model["_target_"]))
         self.meta = {
             "format_version": FORMAT_VERSION,
-            "model_name": _model_name_from_target(str(model["_target_"])),
-            "model_kwargs": _plain(model),
+            "model_name": name,
+            # every argument, defaults included: the checkpoint rebuilds its network even after a default changes
+            "model_kwargs": constructor_arguments(name, _plain(model)),
             "datamodule": {k: v for k, v in _plain(datamodule).items() if k != "data_dir"},
             "datamodule_target": str(datamodule["_target_"]),
             "task": str(task).rsplit(".", 1)[-1],
