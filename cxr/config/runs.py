@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,6 +94,13 @@ def job_status(run_dir: Path) -> str:
     if (run_dir / "metrics.json").is_file():
         return "finished"
     return "interrupted" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "new"
+
+
+def metrics_json(metrics: Mapping) -> str:
+    """``metrics.json``'s text: strict JSON, an undefined metric (NaN, e.g. the AUROC of a split with
+    one class) written as ``null``."""
+    plain = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
+    return json.dumps(plain, indent=2, sort_keys=True, allow_nan=False)
 
 
 def write_atomic(path: Path, text: str) -> None:

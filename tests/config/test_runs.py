@@ -73,3 +73,18 @@ def test_interrupted_run_is_recognised(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert job_status(tmp_path) == "interrupted"
+
+
+def test_metrics_json_is_strict_json_with_undefined_metrics_as_null():
+    import json
+
+    from cxr.config.runs import metrics_json
+
+    metrics = {"test/auroc": float("nan"), "test/recall": 0.5, "test/confusion_matrix": [[1, 0], [0, 2]]}
+    constants = []
+    assert json.loads(metrics_json(metrics), parse_constant=constants.append) == {
+        "test/auroc": None,
+        "test/recall": 0.5,
+        "test/confusion_matrix": [[1, 0], [0, 2]],
+    }
+    assert constants == []  # no NaN / Infinity tokens, which strict JSON parsers reject
