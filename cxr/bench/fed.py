@@ -92,11 +92,16 @@ def bench_fed_all(data: dict[str, Path], s: Settings) -> list[dict]:
     )
     dm.setup()
     cpu, gpu = Placement("cpu"), Placement("cuda", bf16=True, channels_last=True)
-    jobs = [(cpu, 2, m, {}, s.train_batch, s.fed_steps) for m in s.fed_models]
+    from cxr.models import input_size_kwargs  # the CNNs' Flatten head is sized by the input
+
+    jobs = [(cpu, 2, m, input_size_kwargs(m, s.cls_size), s.train_batch, s.fed_steps) for m in s.fed_models]
     if s.gpu:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
         for workers in dict.fromkeys((2, min(8, cores))):
-            jobs += [(gpu, workers, m, {}, s.gpu_train_batch, s.gpu_fed_steps) for m in CLASSIFIERS]
+            jobs += [
+                (gpu, workers, m, input_size_kwargs(m, s.cls_size), s.gpu_train_batch, s.gpu_fed_steps)
+                for m in CLASSIFIERS
+            ]
             jobs += [
                 (
                     gpu,

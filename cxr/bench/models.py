@@ -84,7 +84,7 @@ def bench_model(
     docstring for what it measures)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cxr.models import create_model
+    from cxr.models import create_model, input_size_kwargs
     from cxr.models.profile import count_params
 
     if phase not in ("infer", "train"):
@@ -97,7 +97,8 @@ def bench_model(
         torch.cuda.reset_peak_memory_stats(on.torch_device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = on.place(create_model(name, **kwargs))
+    # sized for the timed input where the layers depend on it (the CNNs' Flatten head)
+    model = on.place(create_model(name, **{**input_size_kwargs(name, image_size), **kwargs}))
     in_chans = int(kwargs.get("in_chans", 1))
     task = "detection" if name == "retinanet" else "classification"
     out: dict = {"phase": phase, "params": count_params(model)}

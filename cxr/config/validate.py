@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cxr.config.compose import CONFIG_DIR
+from cxr.config.compose import CONFIG_DIR, register_resolvers
 from cxr.config.runs import IGNORED_KEYS, flatten
 
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
@@ -51,6 +51,7 @@ def _groups(config_dir: Path) -> list[str]:
 def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
 
+    register_resolvers()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)
 
@@ -65,12 +66,28 @@ def _missing_key(tree: Any, key: str) -> str | None:
         if not isinstance(node, dict):
             return f"{key}: {parent} is a single value, not a group of keys"
         if part not in node:
+            if (default := _target_default(node, part)) is not None:
+                return (
+                    f"{key}: {node['_target_']} takes it, but the config leaves it at its default "
+                    f"({default[0]!r}); set it with +{key}=<value>"
+                )
             valid = sorted(str(k) for k in node if k not in HYDRA_KEYS)
             return (
                 f"{key}: no such key{_nearest(part, valid)}; keys of {parent}: {', '.join(valid) or '(none)'}"
             )
         node = node[part]
     return None
+
+
+def _target_default(node: dict, key: str) -> tuple[Any] | None:
+    """``(default,)`` when ``node``'s ``_target_`` takes ``key`` with a default, else None."""
+    if "_target_" not in node:
+        return None
+    try:
+        param = inspect.signature(_locate(str(node["_target_"]))).parameters.get(key)
+    except Exception:
+        return None
+    return None if param is None or param.default is param.empty else (param.default,)
 
 
 def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> None:
@@ -85,6 +102,7 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, MissingConfigException
 
+    register_resolvers()  # first, also for the command lines left to Hydra: they compose conf/ too
     words = [a for a in args if a not in ("-m", "--multirun")]
     if any(a.startswith("-") for a in words):
         return
@@ -233,12 +251,14 @@ def validate_config(cfg: DictConfig) -> None:
                 f"callbacks.nonfinite.mode={mode}: not a mode{_nearest(str(mode), NONFINITE_MODES)}; "
                 f"valid: {', '.join(NONFINITE_MODES)}"
             )
+    # model.num_classes follows datamodule.labels by interpolation; only an explicit override can
+    # make them disagree, and then it must still fit the labels
     labels, n_classes = OmegaConf.select(cfg, "datamodule.labels"), OmegaConf.select(cfg, "model.num_classes")
     fits = {"binary": (1, 2), "three_class": (3,)}
     if labels in fits and n_classes is not None and n_classes not in fits[labels]:
         raise ConfigError(
             f"model.num_classes={n_classes} does not fit datamodule.labels={labels}, which needs "
-            f"{' or '.join(map(str, fits[labels]))}"
+            f"{' or '.join(map(str, fits[labels]))} (leave model.num_classes out: the labels set it)"
         )
     mean, std = OmegaConf.select(cfg, "datamodule.mean"), OmegaConf.select(cfg, "datamodule.std")
     if std is not None and not (isinstance(std, int | float) and math.isfinite(std) and std > 0):

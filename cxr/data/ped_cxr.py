@@ -34,7 +34,13 @@ from cxr.data.ped_cxr_files import (
     patient_id,
 )
 from cxr.data.resumable import EpochSampler, ResumableLoader, seed_augmentation, split_key
-from cxr.data.sampling import class_balanced_sampler, inverse_frequency_weights, stratified_group_split
+from cxr.data.sampling import (
+    RepeatedDataset,
+    class_balanced_sampler,
+    inverse_frequency_weights,
+    oversample_to_balance,
+    stratified_group_split,
+)
 from cxr.data.transforms import DEFAULT_MEAN, DEFAULT_STD, RadiographTransform
 
 log = logging.getLogger(__name__)
@@ -98,8 +104,11 @@ class PedChestXrayDataModule(pl.LightningDataModule):
         labels: "binary" (normal 0, pneumonia 1; one logit) or "three_class" (normal 0, bacterial 1, viral 2).
         split: "patient" re-splits official train+val by patient, stratified, with ``val_fraction`` in
             val; "official" uses the release's val folder as it is.
-        seed: split and weighted-sampler seed (independent of the training seed).
-        sampler: "none" (shuffle) or "weighted" (each class drawn equally often in expectation).
+        seed: split, weighted-sampler and oversampling seed (independent of the training seed).
+        sampler: "none" (shuffle), "weighted" (each class drawn equally often in expectation) or
+            "oversample" (every image once and the smaller classes' images again, each repeat
+            augmented afresh, until the classes are equal; the epoch grows accordingly: our reading
+            of Go & Bissaliyeva's "generating more images to balance the dataset").
         augment: albumentations transforms for train only; val/test are never augmented.
         mean, std: normalisation of pixels scaled to [0, 1].
         cache_dir: root of the decode-once cache (default ``$CXR_CACHE`` or ``~/.cache/cxr``).
@@ -134,7 +143,7 @@ class PedChestXrayDataModule(pl.LightningDataModule):
         for name, value, allowed in (
             ("labels", labels, ("binary", "three_class")),
             ("split", split, ("patient", "official")),
-            ("sampler", sampler, ("none", "weighted")),
+            ("sampler", sampler, ("none", "weighted", "oversample")),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -288,6 +297,9 @@ class PedChestXrayDataModule(pl.LightningDataModule):
             sampler = EpochSampler(
                 len(dataset), self.seed, weights=weighted.weights, num_samples=weighted.num_samples
             )
+        elif self.sampler == "oversample":
+            dataset = RepeatedDataset(dataset, oversample_to_balance(dataset.labels, seed=self.seed))
+            sampler = EpochSampler(len(dataset), torch.initial_seed())
         else:
             sampler = EpochSampler(len(dataset), torch.initial_seed())
         return ResumableLoader(dataset, sampler, **common)

@@ -1,4 +1,5 @@
-"""Choosing samples: patient-level stratified train/val splits, class-balanced sampling, class weights."""
+"""Choosing samples: patient-level stratified train/val splits, class-balanced sampling and
+oversampling, class weights."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from cxr.data.resumable import split_key
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +105,53 @@ def class_balanced_sampler(
         replacement=True,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def oversample_to_balance(labels: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:
+    """Indices listing every sample once, and the samples of each smaller class again until every
+    class has as many entries as the largest: Go & Bissaliyeva's "generating more images to balance
+    the dataset", as we read it (each entry is augmented afresh, so a repeat is a new image).
+
+    A class of ``n`` samples below the largest class's ``m`` gets every sample ``m // n`` times and
+    ``m % n`` of them once more, chosen with ``np.random.default_rng(seed)``. Returns a sorted int64
+    array of length ``m * number of classes present``.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0:
+        raise ValueError("cannot oversample zero samples")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    target = max(int((labels == c).sum()) for c in classes)
+    parts = []
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        parts += [np.tile(members, target // len(members))]
+        parts += [rng.choice(members, target % len(members), replace=False)]
+    return np.sort(np.concatenate(parts))
+
+
+class RepeatedDataset(Dataset):
+    """A view of ``dataset`` listing ``dataset[indices[j]]`` as item ``j`` (indices may repeat).
+
+    Keys pass through as :func:`~cxr.data.resumable.split_key` reads them, so a sampler's
+    ``(j, sample_seed)`` reaches the base dataset as ``(indices[j], sample_seed)``: every repeat of
+    an image gets its own augmentation draw. ``labels`` (when the base has them) follow the view;
+    a sample's ``index`` stays the base dataset's.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | np.ndarray) -> None:
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        if self.indices.size and not 0 <= self.indices.min() <= self.indices.max() < len(dataset):
+            raise ValueError(
+                f"indices must lie in [0, {len(dataset)}), got {self.indices.min()}..{self.indices.max()}"
+            )
+        base = getattr(dataset, "labels", None)
+        self.labels = None if base is None else np.asarray(base)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        j, seed = split_key(key)
+        i = int(self.indices[j])
+        return self.dataset[i if seed is None else (i, seed)]

@@ -26,6 +26,16 @@ MODELS: dict[str, type[nn.Module]] = {
 # Image classifiers: (B, C, H, W) -> logits (B, num_classes), timm vocabulary.
 CLASSIFIERS = ("depthwise_cnn", "mobilenet", "plain_cnn")
 
+# The constructor defaults that checkpoints of metadata format version 1 were written under, for
+# every argument whose default has changed since (or that did not exist then). Version-1 metadata
+# holds the config's keys, which then named every argument but these; filling them in rebuilds the
+# network such a checkpoint was trained as. Newer checkpoints store every argument (see
+# :func:`constructor_arguments`), so a default may change without breaking them.
+LEGACY_DEFAULTS: dict[str, dict[str, object]] = {
+    "depthwise_cnn": {"pool": "before", "head": "avgpool"},
+    "plain_cnn": {"batch_norm": True, "head": "avgpool"},
+}
+
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build ``MODELS[name](**kwargs)``.
@@ -46,4 +56,41 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return cls(**kwargs)
 
 
-__all__ = ["CLASSIFIERS", "MODELS", "DepthwiseCNN", "MobileNet", "PlainCNN", "create_model"]
+def constructor_arguments(name: str, kwargs: dict) -> dict:
+    """Every constructor argument of ``MODELS[name]``: its defaults, overridden by ``kwargs``.
+
+    Tuples become lists, so the result is plain data (YAML, ``torch.load(weights_only=True)``).
+    Unknown keys raise as in :func:`create_model`.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {sorted(MODELS)}")
+    params = inspect.signature(MODELS[name]).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise TypeError(f"model {name!r} got unknown argument(s) {unknown}; it accepts {list(params)}")
+    defaults = {k: p.default for k, p in params.items() if p.default is not p.empty}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **kwargs}.items()}
+
+
+def input_size_kwargs(name: str, image_size: int) -> dict[str, int]:
+    """``{"image_size": image_size}`` when the layers of ``MODELS[name]`` are sized by its input
+    side (the flatten head of PlainCNN and DepthwiseCNN, RetinaNet's anchors), else ``{}``: what to
+    add to :func:`create_model`'s arguments to build ``name`` for ``image_size`` px inputs."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {sorted(MODELS)}")
+    return (
+        {"image_size": int(image_size)} if "image_size" in inspect.signature(MODELS[name]).parameters else {}
+    )
+
+
+__all__ = [
+    "CLASSIFIERS",
+    "LEGACY_DEFAULTS",
+    "MODELS",
+    "DepthwiseCNN",
+    "MobileNet",
+    "PlainCNN",
+    "constructor_arguments",
+    "create_model",
+    "input_size_kwargs",
+]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cxr.models import create_model
+from cxr.models import create_model, input_size_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,23 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (1, 1, 200, 200))
     return int(counter.get_total_flops())
 
 
+def receptive_field(model: nn.Module) -> int:
+    """Side in input pixels of the region one value of ``model.stages``' output depends on.
+
+    Walks the convolutions and max-pools of ``model.stages`` in registration order, which is the
+    order they run in for the sequential stages of :class:`~cxr.models.layers.ConvPoolClassifier`
+    (``r += (k - 1) * jump``, ``jump *= stride``; dilation 1 assumed).
+    """
+    field, jump = 1, 1
+    for module in model.stages.modules():
+        if isinstance(module, nn.Conv2d | nn.MaxPool2d):
+            k, s = module.kernel_size, module.stride
+            k, s = (k[0] if isinstance(k, tuple) else k), (s[0] if isinstance(s, tuple) else s)
+            field += (k - 1) * jump
+            jump *= s
+    return field
+
+
 def model_cost(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """``{"params": ..., "flops": ...}`` of ``model``; ``flops`` is left out (with a warning) when
     the counter cannot trace the model."""
@@ -56,11 +73,12 @@ def model_cost(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
 
 
 def profile_table(names: Sequence[str], image_size: int = 200, in_chans: int = 1) -> list[dict]:
-    """One row per model with its default arguments: ``{"model", "params", "gflops"}`` (GFLOPs per image)."""
+    """One row per model with its default arguments (sized for ``image_size`` where the model's
+    layers depend on it): ``{"model", "params", "gflops"}`` (GFLOPs per image)."""
     rows = []
     for name in names:
         with torch.device("meta"):
-            model = create_model(name, in_chans=in_chans)
+            model = create_model(name, in_chans=in_chans, **input_size_kwargs(name, image_size))
         flops = count_flops(model, (1, in_chans, image_size, image_size))
         rows.append({"model": name, "params": count_params(model), "gflops": flops / 1e9})
     return rows

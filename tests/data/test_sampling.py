@@ -8,7 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cxr.data.sampling import class_balanced_sampler, inverse_frequency_weights, stratified_group_split
+from cxr.data.sampling import (
+    RepeatedDataset,
+    class_balanced_sampler,
+    inverse_frequency_weights,
+    oversample_to_balance,
+    stratified_group_split,
+)
 
 
 def _groups_of(indices, groups):
@@ -87,3 +93,68 @@ def test_class_balanced_sampler_is_balanced_and_seeded():
     assert list(class_balanced_sampler(labels, seed=1)) == list(class_balanced_sampler(labels, seed=1))
     assert list(class_balanced_sampler(labels, seed=1)) != list(class_balanced_sampler(labels, seed=2))
     assert len(list(class_balanced_sampler(labels, seed=0, num_samples=7))) == 7
+
+
+def test_oversampling_balances_the_classes_by_repeating_the_smaller_ones():
+    labels = np.array([0] * 3 + [1] * 8 + [2] * 5)
+    idx = oversample_to_balance(labels, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [8, 8, 8]
+    counts = np.bincount(idx, minlength=len(labels))
+    assert (counts >= 1).all()  # every sample at least once
+    assert (counts[labels == 1] == 1).all()  # the largest class is not repeated
+    assert sorted(counts[labels == 0].tolist()) == [2, 3, 3] and sorted(counts[labels == 2].tolist()) == [
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]
+    assert np.array_equal(oversample_to_balance(labels, seed=0), idx)
+    with pytest.raises(ValueError, match="zero samples"):
+        oversample_to_balance([], seed=0)
+
+
+def test_repeated_dataset_passes_each_repeat_its_own_key():
+    class Echo:
+        labels = np.array([0, 1, 1])
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, key):
+            return key
+
+    view = RepeatedDataset(Echo(), [0, 0, 2])
+    assert len(view) == 3 and view.labels.tolist() == [0, 0, 1]
+    assert [view[(j, 10 + j)] for j in range(3)] == [(0, 10), (0, 11), (2, 12)]
+    assert view[1] == 0
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 3\)"):
+        RepeatedDataset(Echo(), [3])
+
+
+def test_oversampled_epoch_has_equal_classes_and_fresh_draws_of_repeats(ped_cxr_dir, tmp_path):
+    import albumentations as A
+
+    from cxr.data.ped_cxr import PedChestXrayDataModule
+
+    dm = PedChestXrayDataModule(
+        ped_cxr_dir, image_size=32, batch_size=8, cache_dir=tmp_path / "cache", sampler="oversample",
+        augment=[A.Affine(rotate=(-90, 90), p=1.0)],
+    )  # fmt: skip
+    dm.setup()
+    base = np.bincount(dm._dataset("train").labels)
+    assert base[0] != base[1]  # the synthetic tree is imbalanced, as the real one is
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(0)
+    labels, indices, images = [], [], {}
+    for batch in loader:
+        labels += batch["label"].tolist()
+        for i, image in zip(batch["index"].tolist(), batch["image"], strict=True):
+            images.setdefault(i, []).append(image)
+        indices += batch["index"].tolist()
+    assert len(labels) == len(loader.sampler) == 2 * base.max()  # the epoch grew to balance
+    assert np.bincount(labels).tolist() == [base.max()] * 2
+    repeats = {i: draws for i, draws in images.items() if len(draws) > 1}
+    assert repeats and set(indices) == set(range(len(dm.splits["train"])))
+    # a repeated image is augmented afresh each time it appears
+    assert all(not torch.equal(draws[0], draws[1]) for draws in repeats.values())

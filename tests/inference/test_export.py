@@ -46,7 +46,7 @@ def _metadata(path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("name", "kwargs", "labels"),
     [
-        ("depthwise_cnn", {"widths": [8, 8, 8], "hidden": 8}, "binary"),
+        ("depthwise_cnn", {"widths": [8, 8, 8], "hidden": 8, "pool": "after", "head": "avgpool"}, "binary"),
         ("mobilenet", {"variant": "mobilenetv3_small_100", "num_classes": 3}, "three_class"),
     ],
 )

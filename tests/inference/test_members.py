@@ -21,7 +21,7 @@ def _trained_looking(name: str, **kwargs) -> nn.Module:
 
 @pytest.mark.parametrize("name", ["plain_cnn", "depthwise_cnn"])
 def test_optimised_network_matches_the_trained_one(name):
-    model = _trained_looking(name, widths=[8, 6, 4], hidden=8)
+    model = _trained_looking(name, widths=[8, 6, 4], hidden=8, batch_norm=True, head="avgpool")
     x = torch.randn(5, 1, 32, 32)
     with torch.no_grad():
         expected = model(x)
@@ -34,7 +34,7 @@ def test_optimised_network_matches_the_trained_one(name):
 
 
 def test_load_member_optimises_unless_asked_not_to(tmp_path):
-    kwargs = {"widths": [8, 8, 8], "hidden": 8}
+    kwargs = {"widths": [8, 8, 8], "hidden": 8, "pool": "after", "head": "avgpool"}
     model = _trained_looking("depthwise_cnn", **kwargs)
     path = tmp_path / "model.ckpt"
     torch.save(

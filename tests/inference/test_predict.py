@@ -21,7 +21,7 @@ from cxr.synth.phantom import chest_phantom
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*LeafSpec")
 
-CLASSIFIER = {"widths": [8, 8, 8], "hidden": 8, "drop_rate": 0.0}
+CLASSIFIER = {"widths": [8, 8, 8], "hidden": 8, "drop_rate": 0.0, "pool": "after", "head": "avgpool"}
 if "head" in inspect.signature(MODELS["depthwise_cnn"]).parameters:
     CLASSIFIER["head"] = "avgpool"  # the flatten head needs the input size; this takes any (32 px here)
 DETECTOR = {

@@ -15,13 +15,19 @@ import timm
 import torch
 from torch import nn
 
-from cxr.models import CLASSIFIERS, MODELS, DepthwiseCNN, MobileNet, PlainCNN, create_model
+from cxr.models import CLASSIFIERS, LEGACY_DEFAULTS, MODELS, DepthwiseCNN, MobileNet, PlainCNN, create_model
 from cxr.models.layers import ConvPoolClassifier, DepthwiseSeparableConv
+from cxr.models.profile import count_flops, receptive_field
 from cxr.synth.phantom import chest_phantom, lung_boxes
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf" / "model"
 SMALL_VARIANT = "mobilenetv3_small_050"  # cheapest timm MobileNet; the wrapper does not depend on it
+
+
+def _any_size(name: str) -> dict:
+    """Arguments that let ``name`` take inputs of any size (our CNNs default to a Flatten head)."""
+    return {"head": "avgpool"} if name in ("plain_cnn", "depthwise_cnn") else {}
 
 
 def test_registry_is_alphabetical_and_holds_the_classifiers():
@@ -39,7 +45,8 @@ def test_registry_is_alphabetical_and_holds_the_classifiers():
 def test_forward_backward(name, in_chans):
     torch.manual_seed(0)
     num_classes = 1 if in_chans == 1 else 3
-    model = create_model(name, in_chans=in_chans, num_classes=num_classes)
+    sized = {"image_size": 64} if name != "mobilenet" else {}
+    model = create_model(name, in_chans=in_chans, num_classes=num_classes, **sized)
     logits = model(torch.randn(2, in_chans, 64, 64))
     assert logits.shape == (2, num_classes) and logits.dtype == torch.float32
     assert torch.isfinite(logits).all()
@@ -51,7 +58,7 @@ def test_forward_backward(name, in_chans):
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_timm_vocabulary(name):
     torch.manual_seed(0)
-    model = create_model(name, num_classes=2).eval()
+    model = create_model(name, num_classes=2, **_any_size(name)).eval()
     x = torch.randn(2, 1, 64, 96)  # not square, not 200: pooling before the head makes any size work
     with torch.no_grad():
         features = model.forward_features(x)
@@ -62,7 +69,7 @@ def test_timm_vocabulary(name):
 
 @pytest.mark.parametrize("cls", [PlainCNN, DepthwiseCNN])
 def test_input_smaller_than_the_pooling_stack_is_refused(cls):
-    model = cls(widths=(8, 8, 8, 8, 8)).eval()
+    model = cls(widths=(8, 8, 8, 8, 8), head="avgpool").eval()
     assert model(torch.randn(1, 1, 32, 40)).shape == (1, 1)
     with pytest.raises(ValueError, match="H, W >= 32"):
         model(torch.randn(1, 1, 16, 64))
@@ -109,16 +116,142 @@ def test_import_loads_no_training_or_data_stack():
     assert not loaded & heavy
 
 
-def test_plain_cnn_counts_19_keras_layers():
-    keras_layers = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Linear, nn.Dropout)
+@pytest.mark.parametrize("cls", [PlainCNN, DepthwiseCNN])
+def test_flatten_head_takes_its_image_size_only(cls):
+    model = cls(widths=(8, 8, 8), image_size=40).eval()  # 40 // 8 = 5: a 5x5 map, 8 * 25 values
+    assert model.pre_logits[0].in_features == 8 * 5 * 5
+    assert model(torch.randn(1, 1, 40, 40)).shape == (1, 1)
+    with pytest.raises(ValueError, match=r"takes 40x40 inputs \(5x5 feature maps\), got a 4x4"):
+        model(torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="pool_size=6 applies to head='avgpool' only"):
+        cls(pool_size=6)
+    with pytest.raises(ValueError, match="head must be one of"):
+        cls(head="gap")
 
-    def count(model):
-        return sum(isinstance(m, keras_layers) for m in model.modules())
 
-    assert count(PlainCNN()) == 19
-    assert count(PlainCNN(batch_norm=False)) == 14
-    first_conv = next(m for m in PlainCNN().modules() if isinstance(m, nn.Conv2d))
-    assert first_conv.out_channels == 256
+def _composed_model(experiment: str):
+    from hydra.utils import instantiate
+
+    from cxr.config.compose import CONFIG_DIR, compose
+
+    # the lead renames go2020_table2 to go2020; whichever exists is the paper's recipe
+    name = next(
+        n for n in (experiment, "go2020_table2") if (CONFIG_DIR / "experiment" / f"{n}.yaml").is_file()
+    )
+    with torch.device("meta"):
+        return instantiate(compose([f"experiment={name}"]).model, _convert_="all")
+
+
+def test_go2020_model_is_the_papers_network():
+    """Go & Bissaliyeva list CONV (256 filters, 200x200x256), POOL (100x100x256) and FULLY-CONNECTED
+    layers on the previous volume: no BatchNorm, no global pooling, Flatten into the dense layer."""
+    model = _composed_model("go2020")
+    assert isinstance(model, PlainCNN)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d) for m in model.modules())
+    assert isinstance(model.pool, nn.Flatten)
+    shapes = []
+    for layer in model.stages[0].modules():
+        if isinstance(layer, nn.Conv2d | nn.MaxPool2d):
+            layer.register_forward_hook(lambda mod, inp, out: shapes.append(tuple(out.shape[1:])))
+    features = model.forward_features(torch.zeros(1, 1, 200, 200, device="meta"))
+    assert shapes == [(256, 200, 200), (256, 100, 100)]
+    # Flatten: every value of the last volume feeds the dense layer
+    assert model.pre_logits[0].in_features == features[0].numel() == 32 * 6 * 6
+
+
+def _stage_shapes(model: ConvPoolClassifier, size: int) -> list[tuple[int, ...]]:
+    shapes, x = [], torch.zeros(1, 1, size, size, device="meta")
+    for stage in model.stages:
+        x = stage(x)
+        shapes.append(tuple(x.shape))
+    return shapes
+
+
+def test_depthwise_cnn_is_the_literal_swap_of_plain_cnn():
+    with torch.device("meta"):
+        plain, depthwise, before = PlainCNN(), DepthwiseCNN(), DepthwiseCNN(pool="before")
+    assert _stage_shapes(depthwise, 200) == _stage_shapes(plain, 200)
+    assert receptive_field(depthwise) == receptive_field(plain) == 94
+    ratio = count_flops(plain, (1, 1, 200, 200)) / count_flops(depthwise, (1, 1, 200, 200))
+    assert 8.0 < ratio < 8.8  # 6.48 / 0.77 GFLOPs
+    # pooling before each separable stage: same output sizes, much coarser stages, wider view
+    assert _stage_shapes(before, 200)[-1] == _stage_shapes(plain, 200)[-1]
+    assert receptive_field(before) == 154
+    assert count_flops(plain, (1, 1, 200, 200)) / count_flops(before, (1, 1, 200, 200)) > 30
+
+
+def test_plain_cnn_pool_before_is_the_standard_conv_counterpart():
+    with torch.device("meta"):
+        plain, before = PlainCNN(batch_norm=True), PlainCNN(batch_norm=True, pool="before")
+        separable_before = DepthwiseCNN(pool="before")
+    assert receptive_field(before) == receptive_field(separable_before) == 154
+    assert [s[-1] for s in _stage_shapes(before, 200)] == [100, 50, 25, 12, 6]
+    assert [s[-1] for s in _stage_shapes(separable_before, 200)] == [100, 50, 25, 12, 6]
+    assert count_flops(plain, (1, 1, 200, 200)) / count_flops(before, (1, 1, 200, 200)) > 3
+    with pytest.raises(ValueError, match="pool must be one of"):
+        PlainCNN(pool="between")
+
+
+def test_depthwise_without_bn_and_separable_none_is_the_papers_plain_cnn():
+    torch.manual_seed(0)
+    plain = PlainCNN(widths=(8, 8, 8), image_size=32).eval()
+    twin = DepthwiseCNN(widths=(8, 8, 8), image_size=32, separable="none", batch_norm=False).eval()
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {
+        k: v.shape for k, v in plain.state_dict().items()
+    }
+    twin.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), plain(x))
+
+
+# State-dict layouts (key -> shape, BN running statistics left out) of the networks that
+# format-version-1 checkpoints hold, as the code before the literal swap built them with
+# widths (4, 6) and hidden 5 and the defaults of that time.
+OLD_LAYOUTS = {
+    "plain_cnn": {
+        "stages.0.0.0.weight": (4, 1, 3, 3), "stages.0.0.1.weight": (4,), "stages.0.0.1.bias": (4,),
+        "stages.1.0.0.weight": (6, 4, 3, 3), "stages.1.0.1.weight": (6,), "stages.1.0.1.bias": (6,),
+        "pre_logits.0.weight": (5, 6), "pre_logits.0.bias": (5,), "fc.weight": (1, 5), "fc.bias": (1,),
+    },
+    "depthwise_cnn": {
+        "stages.0.0.weight": (1, 1, 3, 3), "stages.0.1.weight": (1,), "stages.0.1.bias": (1,),
+        "stages.0.4.weight": (4, 1, 1, 1), "stages.0.5.weight": (4,), "stages.0.5.bias": (4,),
+        "stages.1.1.weight": (4, 1, 3, 3), "stages.1.2.weight": (4,), "stages.1.2.bias": (4,),
+        "stages.1.4.weight": (6, 4, 1, 1), "stages.1.5.weight": (6,), "stages.1.5.bias": (6,),
+        "pre_logits.0.weight": (5, 6), "pre_logits.0.bias": (5,), "fc.weight": (1, 5), "fc.bias": (1,),
+    },
+}  # fmt: skip
+OLD_KWARGS = {  # what conf/model/*.yaml held then: every argument, under the old defaults
+    "plain_cnn": {"in_chans": 1, "num_classes": 1, "widths": [4, 6], "batch_norm": True, "hidden": 5,
+                  "pool_size": 1, "drop_rate": 0.5},
+    "depthwise_cnn": {"in_chans": 1, "num_classes": 1, "widths": [4, 6], "separable": "all", "hidden": 5,
+                      "pool_size": 1, "drop_rate": 0.5},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(OLD_LAYOUTS))
+def test_old_checkpoints_rebuild_their_network(name, tmp_path):
+    from cxr.inference.checkpoint import load_model
+
+    torch.manual_seed(0)
+    state = {}
+    for key, shape in OLD_LAYOUTS[name].items():
+        state[f"model.{key}"] = torch.randn(shape)
+        if key.startswith("stages") and key.endswith(".weight") and len(shape) == 1:  # a BatchNorm's
+            prefix = f"model.{key.removesuffix('weight')}"
+            state[prefix + "running_mean"], state[prefix + "running_var"] = (
+                torch.zeros(shape),
+                torch.ones(shape),
+            )
+            state[prefix + "num_batches_tracked"] = torch.tensor(0)
+    meta = {"format_version": 1, "model_name": name, "model_kwargs": OLD_KWARGS[name]}
+    torch.save({"state_dict": state, "cxr": meta}, tmp_path / "old.ckpt")
+    model, _ = load_model(tmp_path / "old.ckpt")  # strict: every key and shape must match
+    assert model(torch.randn(2, 1, 37, 45)).shape == (2, 1)  # the old pooled head took any size
+    # today's defaults build a different network, so the legacy values are what made it load
+    assert set(LEGACY_DEFAULTS[name]) - set(OLD_KWARGS[name])
 
 
 def test_conv_pool_classifier_chains_one_stage_per_width():
@@ -128,13 +261,15 @@ def test_conv_pool_classifier_chains_one_stage_per_width():
         calls.append((index, in_chs, out_chs))
         return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, padding=1), nn.MaxPool2d(2))
 
-    model = ConvPoolClassifier(3, [8, 4, 6], stage, num_classes=2, hidden=5, pool_size=2, drop_rate=0.0)
+    model = ConvPoolClassifier(
+        3, [8, 4, 6], stage, num_classes=2, hidden=5, drop_rate=0.0, head="avgpool", pool_size=2
+    )
     assert calls == [(0, 3, 8), (1, 8, 4), (2, 4, 6)]
     assert (model.num_features, model.min_size, model.head_hidden_size) == (6, 8, 5)
     assert model.forward_features(torch.randn(1, 3, 16, 24)).shape == (1, 6, 2, 3)
     assert model(torch.randn(1, 3, 16, 24)).shape == (1, 2)
     with pytest.raises(ValueError, match="widths must be a non-empty"):
-        ConvPoolClassifier(3, [], stage, num_classes=2, hidden=5, pool_size=2, drop_rate=0.0)
+        ConvPoolClassifier(3, [], stage, num_classes=2, hidden=5, drop_rate=0.0)
 
 
 def test_depthwise_separable_conv_params_and_shape():
@@ -145,18 +280,24 @@ def test_depthwise_separable_conv_params_and_shape():
         assert sum(p.numel() for p in block.parameters()) == 36 + 8 + 32 + 16
         assert block(x).shape == (2, 8, 5, 6)
     assert DepthwiseSeparableConv(4, 8)(x).shape == (2, 8, 10, 12)
+    # without BN each conv has a bias instead: depthwise 4*9 + 4, pointwise 4*8 + 8
+    no_bn = DepthwiseSeparableConv(4, 8, batch_norm=False)
+    assert sum(p.numel() for p in no_bn.parameters()) == 40 + 40
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in no_bn.modules())
     with pytest.raises(ValueError, match="pool must be one of"):
         DepthwiseSeparableConv(4, 8, pool="after")
 
 
-def test_depthwise_stage_pools_before_its_wide_layers():
-    """Only the first stage's depthwise conv sees full resolution; later ones see the pooled map."""
-    model = DepthwiseCNN(widths=(8, 8, 8))
+@pytest.mark.parametrize(("pool", "expected"), [("after", [64, 32, 16]), ("before", [64, 16, 8])])
+def test_depthwise_stage_pools_where_asked(pool, expected):
+    """after: each depthwise conv sees the previous stage's pooled output, as PlainCNN's convs do;
+    before: only the first stage's depthwise conv sees full resolution, later ones a pooled map."""
+    model = DepthwiseCNN(widths=(8, 8, 8), pool=pool, head="avgpool")
     sizes = []
     for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)):
         conv.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[-1]))
     model(torch.randn(1, 1, 64, 64))
-    assert sizes == [64, 16, 8]
+    assert sizes == expected
 
 
 def test_depthwise_cnn_separable_choices():
@@ -169,7 +310,9 @@ def test_depthwise_cnn_separable_choices():
         return sum(p.numel() for p in m.parameters())
 
     # "none" is exactly PlainCNN with BN: same skeleton, same widths
-    assert n_params(DepthwiseCNN(widths=widths, separable="none")) == n_params(PlainCNN(widths=widths))
+    assert n_params(DepthwiseCNN(widths=widths, separable="none")) == n_params(
+        PlainCNN(widths=widths, batch_norm=True)
+    )
     assert n_params(DepthwiseCNN(widths=widths)) < n_params(PlainCNN(widths=widths))
     with pytest.raises(ValueError, match="one bool per stage"):
         DepthwiseCNN(widths=widths, separable=[True, False])
@@ -234,21 +377,26 @@ def test_mobilenet_weight_errors(tmp_path):
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
-def test_config_instantiates_with_every_default_explicit(name):
+def test_config_holds_only_what_differs_from_the_constructor(name):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    from cxr.config.compose import compose
+
+    raw = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
     cls = MODELS[name]
-    assert cfg._target_ == f"cxr.models.{cls.__name__}"
+    assert raw.pop("_target_") == f"cxr.models.{cls.__name__}"
+    assert raw.pop("defaults") == [f"{name}_defaults", "_self_"]
     params = inspect.signature(cls).parameters
-    values = OmegaConf.to_container(cfg)
-    del values["_target_"]
-    assert list(values) == list(params)
-    for key, value in values.items():
-        default = params[key].default
-        assert (tuple(value) if isinstance(value, list) else value) == default, key
-    assert type(instantiate(cfg)) is cls
+    assert set(raw) <= set(params)
+    repeated = [k for k, v in raw.items() if (tuple(v) if isinstance(v, list) else v) == params[k].default]
+    assert not repeated, f"conf/model/{name}.yaml repeats constructor defaults: {repeated}"
+    # composed, the config names every argument (overrides need no "+") and builds the class
+    cfg = compose([f"model={name}", "datamodule.image_size=64"]).model
+    assert set(cfg) - {"_target_"} == set(params)
+    assert cfg.num_classes == 1
+    with torch.device("meta"):
+        assert type(instantiate(cfg, _convert_="all")) is cls
 
 
 def _phantom_batch(rng, n, size):
@@ -267,16 +415,16 @@ def _phantom_batch(rng, n, size):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["plain_cnn", "depthwise_cnn"])
-def test_learns_to_see_opacities(name):
+@pytest.mark.parametrize(("name", "lr"), [("plain_cnn", 1e-2), ("depthwise_cnn", 5e-3)])
+def test_learns_to_see_opacities(name, lr):
     steps, batch = 40, 16
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     # fresh phantoms for every step, so held-out accuracy measures learning, not memorising
     x_train, y_train = _phantom_batch(rng, steps * batch, 64)
     x_test, y_test = _phantom_batch(rng, 64, 64)
-    model = create_model(name, widths=(16, 16, 16, 16, 16), hidden=32, drop_rate=0.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model = create_model(name, widths=(16, 16, 16, 16, 16), hidden=32, drop_rate=0.0, image_size=64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for step in range(steps):
         x, y = x_train[step * batch : (step + 1) * batch], y_train[step * batch : (step + 1) * batch]
         loss = nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y)

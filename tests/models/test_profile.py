@@ -8,7 +8,7 @@ from torch import nn
 
 from cxr.cli.models import main
 from cxr.models import DepthwiseCNN, PlainCNN
-from cxr.models.profile import count_flops, count_params, profile_table
+from cxr.models.profile import count_flops, count_params, profile_table, receptive_field
 
 
 def test_conv_flops_and_params_by_hand():
@@ -34,23 +34,34 @@ def test_plain_cnn_flops_by_hand():
         model = PlainCNN()
     # (map side, in, out) of the five 3x3 convs at 200 px: 200 -> 100 -> 50 -> 25 -> 12 after pooling
     convs = [(200, 1, 256), (100, 256, 128), (50, 128, 64), (25, 64, 32), (12, 32, 32)]
-    macs = sum(s * s * cin * cout * 9 for s, cin, cout in convs) + 32 * 128 + 128 * 1
+    # the Flatten head: 32 x 6 x 6 values into the 128-unit dense layer, then the logit
+    macs = sum(s * s * cin * cout * 9 for s, cin, cout in convs) + 32 * 6 * 6 * 128 + 128 * 1
     assert count_flops(model, (1, 1, 200, 200)) == 2 * macs
 
 
-def test_depthwise_needs_at_most_a_sixth_of_plain_flops():
+def test_depthwise_flops_by_hand():
     with torch.device("meta"):
-        plain, depthwise = PlainCNN(), DepthwiseCNN()
-    plain_flops = count_flops(plain, (1, 1, 200, 200))
-    assert count_flops(depthwise, (1, 1, 200, 200)) * 6 <= plain_flops
-    assert count_params(depthwise) < count_params(plain)
+        model = DepthwiseCNN()
+    # the literal swap: the same map sides as PlainCNN, depthwise 9*cin + pointwise cin*cout per pixel
+    convs = [(200, 1, 256), (100, 256, 128), (50, 128, 64), (25, 64, 32), (12, 32, 32)]
+    macs = sum(s * s * (9 * cin + cin * cout) for s, cin, cout in convs) + 32 * 6 * 6 * 128 + 128 * 1
+    assert count_flops(model, (1, 1, 200, 200)) == 2 * macs
+
+
+def test_receptive_field_by_hand():
+    # conv3 then pool2, twice: 1 + 2 = 3, + 1 = 4 (jump 2), + 2*2 = 8, + 1*2 = 10
+    model = PlainCNN(widths=(4, 4), head="avgpool")
+    assert receptive_field(model) == 10
+    # pool first in the second stage: 3, 4 (jump 2), pool 6 (jump 4), conv 6 + 2*4 = 14
+    assert receptive_field(PlainCNN(widths=(4, 4), head="avgpool", pool="before")) == 14
 
 
 def test_profile_table_and_command(capsys):
     rows = profile_table(["plain_cnn", "depthwise_cnn"], image_size=64, in_chans=1)
     assert [r["model"] for r in rows] == ["plain_cnn", "depthwise_cnn"]
-    assert rows[0]["params"] == count_params(PlainCNN())
-    assert rows[0]["gflops"] == pytest.approx(count_flops(PlainCNN(), (1, 1, 64, 64)) / 1e9)
+    # sized for the asked input: the Flatten head of a 64 px network takes 32 x 2 x 2 values
+    assert rows[0]["params"] == count_params(PlainCNN(image_size=64)) < count_params(PlainCNN())
+    assert rows[0]["gflops"] == pytest.approx(count_flops(PlainCNN(image_size=64), (1, 1, 64, 64)) / 1e9)
 
     main(["--image-size", "64", "--models", "plain_cnn", "depthwise_cnn"])
     lines = capsys.readouterr().out.strip().splitlines()

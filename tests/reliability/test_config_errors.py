@@ -66,7 +66,12 @@ def test_every_value_of_a_sweep_is_checked() -> None:
         ),
         (
             "task.optimizer.learning_rate=0.1",
-            "task.optimizer.learning_rate: no such key; keys of task.optimizer: lr, ",
+            "task.optimizer.learning_rate: no such key; keys of task.optimizer: lr",
+        ),
+        (
+            "task.optimizer.weight_decay=0.1",
+            "task.optimizer.weight_decay: torch.optim.Adam takes it, but the config leaves it at its "
+            "default (0); set it with +task.optimizer.weight_decay=<value>",
         ),
         ("seed.value=1", "seed.value: seed is a single value, not a group of keys"),
     ],
@@ -185,9 +190,9 @@ def test_a_key_the_class_does_not_take_is_named_with_the_valid_ones(
             r"^datamodule: .*PedChestXrayDataModule needs data_dir, which the config does not set$",
         ),
         (
-            ["datamodule.labels=three_class"],
+            ["datamodule.labels=three_class", "model.num_classes=1"],
             r"^model\.num_classes=1 does not fit datamodule\.labels=three_class, "
-            r"which needs 3$",
+            r"which needs 3 \(leave model\.num_classes out: the labels set it\)$",
         ),
         (["model.in_chans=3"], r"^model\.in_chans=3: the datamodules give 1-channel"),
         (

@@ -135,7 +135,7 @@ def test_fold_batch_norm_keeps_outputs_and_removes_every_bn(name):
     from cxr.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(name, widths=[6, 5], hidden=4)
+    model = create_model(name, widths=[6, 5], hidden=4, batch_norm=True, head="avgpool")
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
         bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
     with pytest.raises(ValueError, match="eval-mode"):
@@ -180,7 +180,7 @@ def test_bf16_autocast_keeps_a_classifier_close_to_fp32_on_a_gpu():
     from cxr.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("depthwise_cnn", widths=[16, 16, 16], hidden=16).cuda().eval()
+    model = create_model("depthwise_cnn", widths=[16, 16, 16], hidden=16, image_size=64).cuda().eval()
     x = torch.randn(4, 1, 64, 64, device="cuda")
     with torch.no_grad():
         full = model(x)
