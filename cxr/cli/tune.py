@@ -18,14 +18,15 @@ from cxr.cli.common import (
 )
 from cxr.inference.postprocess.boxes import BOX_SIZE_METHODS
 from cxr.inference.postprocess.ensemble import SCORE_MODES
+from cxr.inference.postprocess.wbf import ENSEMBLE_METHODS
 from cxr.inference.tune import NMS_GRID, SCORE_GRID
 
 PROG = "cxr-tune"
 DESCRIPTION = """\
 Chooses post-processing on the checkpoints' validation splits (out-of-fold for k-fold runs) and
 writes postprocess.json to --out (default: the checkpoints' common folder), where cxr-predict
-finds it. Detection also writes nms_sweep.csv and
-nms_sweep.png.
+finds it. Detection also writes nms_sweep.csv, nms_sweep.png and ensemble_comparison.csv (the
+best validation mAP of pooling + NMS, of weighted box fusion and of each checkpoint alone).
 
 The box size is stored, not tuned: the challenge's test boxes were drawn tighter than its training
 boxes, so validation cannot choose it; its validation mAP is reported."""
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     det.add_argument("--score-mode", choices=SCORE_MODES, default="mean", help="ensemble box score")
     det.add_argument(
+        "--ensemble", choices=ENSEMBLE_METHODS, default="nms",
+        help="how to merge the members' boxes, tuned and stored: pooled + one NMS (the paper's) or weighted "
+        "box fusion; both, and each checkpoint alone, are compared in ensemble_comparison.csv",
+    )  # fmt: skip
+    det.add_argument(
         "--box-size", choices=BOX_SIZE_METHODS, default="shrink", help="box-size adjustment to store"
     )
     det.add_argument(
@@ -97,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 score_thresholds=tuple(args.scores),
                 settings=PostprocessSettings(
                     "detection",
+                    ensemble=args.ensemble,
                     score_mode=args.score_mode,
                     box_size=args.box_size,
                     shrink=args.shrink,

@@ -5,8 +5,10 @@ given ``data_dir``), so every image is scored only by checkpoints that never tra
 out-of-fold predictions of a k-fold ensemble. Detection: the ensemble's NMS IoU threshold and score
 threshold are swept for the best RSNA mAP (:func:`cxr.inference.postprocess.sweep_nms`), also per epoch for the
 paper's Fig. 8; classification: the decision threshold for the best F1 or a target recall.
-Writes ``postprocess.json`` (read by ``cxr-predict``), and for detection ``nms_sweep.csv`` and
-``nms_sweep.png``, to ``out`` (default: the checkpoints' common folder). The command line is
+Writes ``postprocess.json`` (read by ``cxr-predict``), and for detection ``nms_sweep.csv``,
+``nms_sweep.png`` and ``ensemble_comparison.csv`` (the best mAP of pooling + NMS, of weighted box
+fusion and of each checkpoint alone: :func:`compare_ensembles`), to ``out`` (default: the
+checkpoints' common folder). The command line is
 :mod:`cxr.cli.tune`.
 """
 
@@ -19,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from cxr.inference.datamodules import rebuild_datamodule
 from cxr.inference.members import Member, classify, detect, load_members, resolve_device
@@ -30,12 +32,13 @@ from cxr.inference.postprocess import (
     average_probabilities,
     best_thresholds,
     choose_decision_threshold,
-    ensemble_images,
     plot_nms_sweep,
     settings_folder,
     sweep_nms,
 )
-from cxr.inference.postprocess.thresholds import NMS_GRID  # 0.0 .. 1.0 (1.0: no suppression)
+from cxr.inference.postprocess.thresholds import NMS_GRID, SWEEP_COLUMNS  # 0.0 .. 1.0 (1.0: no suppression)
+from cxr.inference.postprocess.wbf import ENSEMBLE_METHODS, fuse_images
+from cxr.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ def detection_predictions(members: Sequence[Member], data_dir: str | Path, **ove
     predictions, targets, cache = defaultdict(list), {}, {}
     for k, member in enumerate(members):
         dm = _loader(member, Path(data_dir), overrides, cache)
-        for batch in tqdm(dm.val_dataloader(), desc=f"validation {member.path.name}", unit="batch"):
+        for batch in progress(dm.val_dataloader(), desc=f"validation {member.path.name}", unit="batch"):
             dets, _ = detect(member, batch["image"], batch["orig_size"])
             for pid, det, boxes, size in zip(
                 batch["patient_id"], dets, batch["boxes"], batch["orig_size"], strict=True
@@ -71,10 +74,50 @@ def detection_predictions(members: Sequence[Member], data_dir: str | Path, **ove
     return dict(predictions), targets
 
 
-def _sweep(predictions: dict, targets: dict, members: Sequence[int], nms, scores, score_mode):
+def _sweep(predictions: dict, targets: dict, members: Sequence[int], nms, scores, score_mode, ensemble="nms"):
     ids = [p for p in targets if any(k in members for k, _ in predictions[p])]
     preds = [[d for k, d in predictions[p] if k in members] for p in ids]
-    return sweep_nms(preds, [targets[p] for p in ids], nms, scores, score_mode), ids, preds
+    return sweep_nms(preds, [targets[p] for p in ids], nms, scores, score_mode, ensemble), ids, preds
+
+
+def compare_ensembles(
+    predictions: dict,
+    targets: dict,
+    members: Sequence[Member],
+    nms_thresholds,
+    score_thresholds,
+    score_mode: str = "mean",
+    swept: dict | None = None,
+) -> pd.DataFrame:
+    """The best RSNA mAP over the threshold grid of each way to merge out-of-fold detections: all
+    members pooled before one NMS (the paper's), weighted box fusion, and (with several members) each
+    checkpoint alone on its own validation images. ``swept``: sweep tables already made, by method.
+
+    Returns one row per way: ``merge``, ``checkpoints``, ``images``, ``nms_thresh`` (the IoU threshold:
+    NMS, or WBF clustering), ``score_thresh``, ``rsna_map``.
+    """
+    everyone = range(len(members))
+    rows = []
+    for method in ENSEMBLE_METHODS:
+        table = (swept or {}).get(method)
+        if table is None:
+            table = _sweep(
+                predictions, targets, everyone, nms_thresholds, score_thresholds, score_mode, method
+            )[0]
+        name = {"nms": "ensemble: pooled + NMS", "wbf": "ensemble: weighted box fusion"}[method]
+        images = sum(1 for p in targets if predictions.get(p))
+        rows.append({"merge": name, "checkpoints": len(members), "images": images, **best_thresholds(table)})
+    for k, member in enumerate(members if len(members) > 1 else []):
+        table, ids, _ = _sweep(predictions, targets, [k], nms_thresholds, score_thresholds, score_mode)
+        rows.append(
+            {
+                "merge": f"single: {member.path.name}",
+                "checkpoints": 1,
+                "images": len(ids),
+                **best_thresholds(table),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def tune_detection(
@@ -92,7 +135,13 @@ def tune_detection(
     settings = settings or PostprocessSettings("detection")
     predictions, targets = detection_predictions(members, data_dir, **overrides)
     table, ids, preds = _sweep(
-        predictions, targets, range(len(members)), nms_thresholds, score_thresholds, settings.score_mode
+        predictions,
+        targets,
+        range(len(members)),
+        nms_thresholds,
+        score_thresholds,
+        settings.score_mode,
+        settings.ensemble,
     )
     best = best_thresholds(table)
     epochs = sorted({m.epoch for m in members if m.epoch is not None})
@@ -104,6 +153,7 @@ def tune_detection(
             nms_thresholds,
             score_thresholds,
             settings.score_mode,
+            settings.ensemble,
         )[0]
         for e in epochs
     }
@@ -115,7 +165,18 @@ def tune_detection(
         )
     table.to_csv(out / "nms_sweep.csv", index=False)
     plot_nms_sweep(per_epoch or {"all": table}, out / "nms_sweep.png")
-    merged = ensemble_images(preds, best["nms_thresh"], settings.score_mode)
+    comparison = compare_ensembles(
+        predictions,
+        targets,
+        members,
+        nms_thresholds,
+        score_thresholds,
+        settings.score_mode,
+        swept={settings.ensemble: table[list(SWEEP_COLUMNS)]},
+    )
+    comparison.to_csv(out / "ensemble_comparison.csv", index=False)
+    log.info("ensembles compared (best RSNA mAP on validation):\n%s", comparison.to_string(index=False))
+    merged = fuse_images(preds, settings.ensemble, best["nms_thresh"], settings.score_mode)
     by_method = {}
     for method in ("none", "shrink", "percentile"):
         kept = [{k: v[d["scores"] >= best["score_thresh"]] for k, v in d.items()} for d in merged]
@@ -134,6 +195,7 @@ def tune_detection(
             "objective": "RSNA challenge mAP",
             "rsna_map": best["rsna_map"],
             "rsna_map_by_box_size": by_method,
+            "ensemble_comparison": comparison.to_dict(orient="records"),
             "checkpoints": [str(m.path) for m in members],
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
         },
@@ -148,7 +210,7 @@ def tune_classification(
     for member in members:
         dm = _loader(member, Path(data_dir), overrides, cache)
         files = dm.splits["val"]
-        for batch in tqdm(dm.val_dataloader(), desc=f"validation {member.path.name}", unit="batch"):
+        for batch in progress(dm.val_dataloader(), desc=f"validation {member.path.name}", unit="batch"):
             p = classify(member, batch["image"])
             for i, index in enumerate(batch["index"].tolist()):
                 probs[files[index]].append(p[i : i + 1])

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from cxr.inference import onnx_form
-from cxr.inference.checkpoint import FORMAT_VERSION
 from cxr.inference.members import classify, load_member
 from cxr.inference.onnx_form import PoolThenPointwise, deploy_form, max_difference
 from cxr.models import MODELS, create_model
+from cxr.tasks.checkpoint_format import FORMAT_VERSION
 
 SIZE = 32
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr.inference.postprocess.ensemble import ensemble_images
+from cxr.inference.postprocess.wbf import fuse_images
 from cxr.metrics import rsna_map
 
 SWEEP_COLUMNS = ("nms_thresh", "score_thresh", "rsna_map", "boxes_per_image")
@@ -27,6 +27,7 @@ def sweep_nms(
     nms_thresholds: Sequence[float],
     score_thresholds: Sequence[float],
     score_mode: str = "mean",
+    ensemble: str = "nms",
 ) -> pd.DataFrame:
     """RSNA challenge score for every (NMS threshold, score threshold) pair.
 
@@ -38,6 +39,8 @@ def sweep_nms(
         nms_thresholds: IoU thresholds of the ensemble's single NMS, each in [0, 1] (1 = none).
         score_thresholds: detections scoring below are dropped, each in [0, 1].
         score_mode: see :func:`cxr.inference.postprocess.ensemble_detections`.
+        ensemble: ``"nms"`` (pooling + one NMS) or ``"wbf"`` (weighted box fusion, the thresholds
+            then being its clustering IoU; :func:`cxr.inference.postprocess.wbf.fuse_detections`).
 
     Returns:
         One row per pair, in grid order: ``nms_thresh``, ``score_thresh``, ``rsna_map`` (the
@@ -49,7 +52,7 @@ def sweep_nms(
         raise ValueError("sweep_nms: need at least one NMS and one score threshold")
     rows = []
     for nms_thresh in nms_thresholds:
-        merged = ensemble_images(predictions, float(nms_thresh), score_mode)
+        merged = fuse_images(predictions, ensemble, float(nms_thresh), score_mode)
         for score_thresh in score_thresholds:
             masks = [d["scores"] >= score_thresh for d in merged]
             kept = [

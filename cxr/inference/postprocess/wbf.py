@@ -44,7 +44,7 @@ def weighted_boxes_fusion(
 
     Args:
         members: per member ``{"boxes": (N, 4) x1 y1 x2 y2, "scores": (N,)}`` in one pixel frame.
-        iou_thresh: IoU above which a box joins a cluster, in [0, 1).
+        iou_thresh: IoU above which a box joins a cluster, in [0, 1] (1: none joins, no fusion).
         score_mode: ``"mean"`` or ``"max"``.
         skip_score: boxes scoring below are ignored.
         weights: one positive weight per member (None: all 1).
@@ -56,8 +56,8 @@ def weighted_boxes_fusion(
     """
     if not members:
         raise ValueError("weighted_boxes_fusion: need at least one member")
-    if not 0.0 <= iou_thresh < 1.0:
-        raise ValueError(f"iou_thresh must be in [0, 1), got {iou_thresh}")
+    if not 0.0 <= iou_thresh <= 1.0:
+        raise ValueError(f"iou_thresh must be in [0, 1], got {iou_thresh}")
     if score_mode not in SCORE_MODES:
         raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
     n_members = len(members)

@@ -86,7 +86,7 @@ def test_empty_input_and_bad_arguments():
     out = weighted_boxes_fusion([empty, empty])
     assert out["boxes"].shape == (0, 4) and out["member_boxes"].shape == (0, 2, 4)
     with pytest.raises(ValueError, match="iou_thresh"):
-        weighted_boxes_fusion([empty], iou_thresh=1.0)
+        weighted_boxes_fusion([empty], iou_thresh=1.5)
     with pytest.raises(ValueError, match="weights must be 2 positive"):
         weighted_boxes_fusion([empty, empty], weights=[1.0])
     with pytest.raises(ValueError, match="ensemble must be one of"):
