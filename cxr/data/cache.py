@@ -25,9 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from cxr.data.fingerprint import fingerprint, unchanged
+from cxr.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ def _checksum(images: np.ndarray) -> str:
 
 
 def _decode_all(jobs: list[tuple[Decoder, Path, int]], num_workers: int, desc: str) -> Iterator[Result]:
-    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=len(jobs) < 50)
+    # a bar on a terminal, a few whole lines in a log (cxr.progress)
+    bar = progress(total=len(jobs), desc=desc, unit="img", disable=len(jobs) < 50)
     try:
         if num_workers > 0 and len(jobs) > 1:
             with ProcessPoolExecutor(num_workers) as pool:
