@@ -14,7 +14,8 @@ Figures per row: images/s (median of ``deploy_repeats`` timed runs after a warm-
 models are timed in turns, run by run, so that a change in the machine's load hits both), the model's
 GFLOPs per image (what the network computes) and the GFLOPs the path executes (the rewrites skip some),
 achieved GFLOP/s (executed FLOPs × images/s) and that as a fraction of this CPU's peak, measured in the
-same run as the best of several large fp32 matmuls on the same threads (:func:`matmul_peak`). Every
+same run as the best of several large fp32 matmuls on the same threads, at the start and at the end
+(:func:`matmul_peak`). Rows are in model order, then path order. Every
 path's logits are compared with eager PyTorch's (``max_abs_diff``).
 """
 
@@ -154,8 +155,15 @@ def bench_deploy(s: Settings) -> dict:
                     )
                 del runs
                 gc.collect()
+        end_peak = matmul_peak()  # the best of both ends of the run: a busy machine lowers either
+        if end_peak["gflops_per_s"] > peak["gflops_per_s"]:
+            peak = end_peak
+            for row in rows:
+                if "achieved_gflops_per_s" in row:
+                    row["peak_fraction"] = row["achieved_gflops_per_s"] / peak["gflops_per_s"]
     finally:
         torch.set_num_threads(saved_threads)
+    rows.sort(key=lambda r: (list(s.deploy_models).index(r["model"]), PATHS.index(r["path"])))
     return {
         "peak": peak,
         "threads": s.deploy_threads,
@@ -196,7 +204,7 @@ def deploy_targets(deploy: dict) -> list[dict]:
         },
         {
             "target": f"every deployable path's logits equal eager PyTorch's within {ONNX_ATOL:g}",
-            "measured": "n/a" if not diffs else f"max |difference| {max(diffs):.1e}",
+            "measured": "n/a" if not diffs else f"largest difference {max(diffs):.1e}",
             "met": None if not diffs else max(diffs) <= ONNX_ATOL,
         },
     ]

@@ -254,7 +254,7 @@ def _deploy_section(d: dict, m: dict) -> list[str]:
         f"Images/s: {_runs(d['repeats'])} per path after a warm-up, both models timed in turns. GFLOPs: per "
         "image, 2 × multiply-adds; *model* is what the network computes, *run* what the path executes (the "
         "rewrites skip some). Achieved GFLOP/s = run GFLOPs × images/s; peak = the best "
-        f"{peak['n']}×{peak['n']} fp32 matmul on the same {peak['threads']} threads in this run, "
+        f"{peak['n']}×{peak['n']} fp32 matmul on the same {peak['threads']} threads at either end of this run, "
         f"{peak['gflops_per_s']:.0f} GFLOP/s. Max abs Δ: largest logit difference from eager PyTorch.",
         "",
     ]
@@ -268,8 +268,8 @@ def _deploy_section(d: dict, m: dict) -> list[str]:
                 r["model"],
                 r["path"],
                 _rate(r["images_per_s"]),
-                fmt(r["gflops"], ".2f"),
-                fmt(r["gflops_run"], ".2f"),
+                fmt(r["gflops"], ".3g"),
+                fmt(r["gflops_run"], ".3g"),
                 fmt(r["achieved_gflops_per_s"], ".0f"),
                 fmt(100 * r["peak_fraction"], ".0f", " %"),
                 fmt(r["max_abs_diff"], ".1e"),

@@ -64,8 +64,8 @@ def test_report_shows_every_path_with_its_share_of_the_peak():
     result["targets"] = targets.targets(result) + deploy_targets(result["deploy"])
     text = report.markdown(result)
     assert "## Deployable CPU paths (Test CPU, fp32, 2 threads, batch 16, 200 px)" in text
-    assert "| depthwise_cnn | onnxruntime | 150 | 0.80 | 0.60 | 90 | 30 % | 1.0e-06 |" in text
-    assert "| plain_cnn | eager | 10 | 6.00 | 6.00 | 60 | 20 % | 1.0e-06 |" in text
+    assert "| depthwise_cnn | onnxruntime | 150 | 0.8 | 0.6 | 90 | 30 % | 1.0e-06 |" in text
+    assert "| plain_cnn | eager | 10 | 6 | 6 | 60 | 20 % | 1.0e-06 |" in text
     assert "| images/s | 1.50× | 2.00× | 5.00× |" in text
     assert "| depthwise_cnn ≥ 4× plain_cnn's images/s on ONNX Runtime" in text
     failed = {
@@ -84,12 +84,15 @@ def test_quick_section_measures_every_path_and_matches_eager(monkeypatch):
     pytest.importorskip("onnxruntime")
     from cxr.bench import deploy
 
-    monkeypatch.setattr(deploy, "matmul_peak", lambda: {"n": 64, "gflops_per_s": 1.0, "threads": 1})
+    peaks = iter([1.0, 2.0])  # the end of the run finds the higher peak
+    monkeypatch.setattr(deploy, "matmul_peak", lambda: {"n": 64, "gflops_per_s": next(peaks), "threads": 1})
     s = Settings.quick_run(cls_size=32, deploy_batch=2, deploy_threads=1, deploy_repeats=1)
     out = bench_deploy(s)
-    assert [(r["model"], r["path"]) for r in out["rows"]] == [(m, p) for p in PATHS for m in s.deploy_models]
+    assert [(r["model"], r["path"]) for r in out["rows"]] == [(m, p) for m in s.deploy_models for p in PATHS]
     for row in out["rows"]:
         assert row["images_per_s"] > 0 and row["max_abs_diff"] <= 1e-4
         assert row["gflops_run"] <= row["gflops"] * 1.001  # a rewrite may skip work, never add it
+        assert row["peak_fraction"] == pytest.approx(row["achieved_gflops_per_s"] / 2.0)
+    assert out["peak"]["gflops_per_s"] == 2.0
     dw_onnx = next(r for r in out["rows"] if r["model"] == "depthwise_cnn" and r["path"] == "onnxruntime")
     assert dw_onnx["gflops_run"] < dw_onnx["gflops"]  # the first stage's pointwise conv runs pooled
