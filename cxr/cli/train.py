@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from cxr.config.compose import CONFIG_DIR, build_augment, register_resolvers
 from cxr.config.runs import finished_metrics, prepare_run_folder, register_run_id_resolver, write_atomic
-from cxr.config.validate import ConfigError, check_overrides, validate_config
+from cxr.config.validate import ConfigError, check_overrides, check_run_folder, validate_config
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -91,6 +91,7 @@ def main() -> float | None:
     """``cxr-train``: check the command line's overrides (one-line errors), then compose and run with Hydra."""
     try:
         check_overrides(sys.argv[1:])
+        check_run_folder(sys.argv[1:])
     except ConfigError as err:
         raise SystemExit(f"cxr-train: error: {err}") from None
     return _hydra_main()

@@ -6,6 +6,7 @@
 - :func:`validate_config` looks at a composed config: every ``_target_`` imports and takes exactly
   the keys given (no silently ignored typos), the data folder exists, the model fits the labels, the
   guard settings are known and an explicit ``ckpt_path`` exists.
+- :func:`check_run_folder` looks at the run folder a command line names, before Hydra creates it.
 - :func:`config_changes` lists what differs from the config a run folder was started with.
 """
 
@@ -187,7 +188,7 @@ def _locate(target: str) -> Any:
     raise ImportError(f"no module named {parts[0]!r}")
 
 
-def _check_target(node: dict, path: str, injected: set[str]) -> None:
+def _check_target(node: dict, path: str, injected: set[str], cfg: DictConfig | None = None) -> None:
     target = str(node["_target_"])
     try:
         obj = _locate(target)
@@ -206,6 +207,8 @@ def _check_target(node: dict, path: str, injected: set[str]) -> None:
         if key not in accepted or key in injected:
             why = "is set by cxr-train itself" if key in injected else "is not an argument of " + target
             raise ConfigError(f"{path}.{key}: {why}{_nearest(key, valid)}; valid keys: {', '.join(valid)}")
+        if cfg is not None:
+            _check_value_type(cfg, f"{path}.{key}", params[key], obj)
     if not node.get("_partial_"):
         missing = [
             n
@@ -242,6 +245,9 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("train", True) or cfg.get("test", True):
         _check_data_dir(cfg, tree.get("datamodule") or {})
     _check_checkpoint(cfg.get("ckpt_path"))
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
+    if output_dir is not None:
+        check_output_folder(output_dir, "paths.output_dir")
     mode = OmegaConf.select(cfg, "callbacks.nonfinite.mode", default=None)
     if mode is not None:
         from cxr.tasks.callbacks.nonfinite import NONFINITE_MODES
@@ -251,6 +257,8 @@ def validate_config(cfg: DictConfig) -> None:
                 f"callbacks.nonfinite.mode={mode}: not a mode{_nearest(str(mode), NONFINITE_MODES)}; "
                 f"valid: {', '.join(NONFINITE_MODES)}"
             )
+    _check_whole_numbers(cfg)
+    _check_pairing(cfg, tree)
     # model.num_classes follows datamodule.labels by interpolation; only an explicit override can
     # make them disagree, and then it must still fit the labels
     labels, n_classes = OmegaConf.select(cfg, "datamodule.labels"), OmegaConf.select(cfg, "model.num_classes")
@@ -272,7 +280,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
     for group in ("datamodule", "model", "task", "trainer", "logger", "callbacks"):
         for node, path in _targets(tree.get(group), group):
-            _check_target(node, path, INJECTED.get(group, set()) if path == group else set())
+            _check_target(node, path, INJECTED.get(group, set()) if path == group else set(), cfg)
     _check_augment(cfg)
 
 
@@ -310,6 +318,178 @@ def _check_checkpoint(ckpt_path: Any) -> None:
             f"ckpt_path={path}: no such file; use a checkpoint file, 'last' (the run folder's "
             "checkpoints/last.ckpt) or null"
         )
+
+
+def _basic_types(annotation: Any) -> set | None:
+    """The plain types an annotation admits (``int``, ``float``, ``bool``, ``str``, ``NoneType``;
+    ``Literal`` values count as their types; containers as ``list``/``dict``), or None when unknown."""
+    import types
+    import typing
+
+    if annotation is inspect.Parameter.empty or isinstance(annotation, str) or annotation is Any:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return {type(v) for v in typing.get_args(annotation)}
+    if origin in (typing.Union, types.UnionType):
+        found: set = set()
+        for arg in typing.get_args(annotation):
+            inner = _basic_types(arg)
+            if inner is None:
+                return None
+            found |= inner
+        return found
+    if annotation in (int, float, bool, str, type(None)):
+        return {annotation}
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        return {list}
+    if origin is dict or annotation is dict:
+        return {dict}
+    return None  # a class, a callable, a tensor ...: not checked here
+
+
+def _annotation(obj: Any, name: str, param: inspect.Parameter) -> Any:
+    if not isinstance(param.annotation, str):
+        return param.annotation
+    import typing
+
+    try:  # `from __future__ import annotations` leaves strings; resolve them if they resolve
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:
+        return param.annotation
+    return hints.get(name, param.annotation)
+
+
+def _check_value_type(cfg: DictConfig, key: str, param: inspect.Parameter, obj: Any) -> None:
+    """A word where the constructor takes a number or a flag (``trainer.max_epochs=abc``), or a
+    fraction where it takes a whole number, is a ConfigError naming the key and what it takes."""
+    value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    if value is None or isinstance(value, DictConfig | dict) or OmegaConf.is_list(value):
+        return
+    accepted = _basic_types(_annotation(obj, param.name, param))
+    if accepted is None and isinstance(param.default, int | float) and param.default is not None:
+        accepted = {type(param.default)} | ({float} if isinstance(param.default, float) else set())
+    if not accepted:
+        return
+    words = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+    wanted = " or ".join(words[t.__name__] for t in (int, float, bool) if t in accepted) or "a value"
+    if isinstance(value, str) and str not in accepted and accepted & {int, float, bool}:
+        raise ConfigError(f"{key}={value}: expected {wanted}")
+    if isinstance(value, float) and float not in accepted and int in accepted and not value.is_integer():
+        raise ConfigError(f"{key}={value}: expected {wanted}")
+
+
+def _check_whole_numbers(cfg: DictConfig) -> None:
+    seed = OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed={seed}: expected a whole number")
+
+
+def _kind_of_model(cls: Any) -> str | None:
+    """``"detection"``: the torchvision detection contract as cxr's DetectionTask uses it
+    (``losses_and_detections``); ``"classification"``: the timm classifier vocabulary (``forward_head``)."""
+    if callable(getattr(cls, "losses_and_detections", None)):
+        return "detection"
+    if callable(getattr(cls, "forward_head", None)):
+        return "classification"
+    return None
+
+
+def _kind_of(group: str, target: str) -> str | None:
+    """What a task needs, a model is or a datamodule gives: ``"detection"``, ``"classification"``
+    or None (not known: not checked)."""
+    try:
+        cls = _locate(target)
+    except Exception:
+        return None
+    if group == "model":
+        return _kind_of_model(cls)
+    if group == "task":
+        from cxr.tasks.classification import ClassificationTask
+        from cxr.tasks.detection import DetectionTask
+
+        kinds = {DetectionTask: "detection", ClassificationTask: "classification"}
+    else:
+        from cxr.data.ped_cxr import PedChestXrayDataModule
+        from cxr.data.rsna import RSNADataModule
+
+        kinds = {RSNADataModule: "detection", PedChestXrayDataModule: "classification"}
+    return next((k for c, k in kinds.items() if inspect.isclass(cls) and issubclass(cls, c)), None)
+
+
+def _check_pairing(cfg: DictConfig, tree: dict) -> None:
+    """The task, the model and the datamodule must be of one kind (detection or classification):
+    checked from their ``_target_`` classes, before anything is built or read."""
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None, throw_on_resolution_failure=False)
+    if choices is None:  # under @hydra.main the hydra node lives in HydraConfig, not in cfg
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
+    kinds, names = {}, {}
+    for group in ("task", "model", "datamodule"):
+        target = (tree.get(group) or {}).get("_target_") if isinstance(tree.get(group), dict) else None
+        if target is None:
+            continue
+        kinds[group] = _kind_of(group, str(target))
+        chosen = choices.get(group) if choices is not None else None
+        names[group] = f"{group}={chosen}" if chosen else f"{group} ({str(target).rsplit('.', 1)[-1]})"
+    task = kinds.get("task")
+    if task is None:
+        return
+    fix = {
+        "detection": "detection runs use datamodule=rsna model=retinanet task=detection",
+        "classification": "classification runs use datamodule=ped_cxr task=classification and a "
+        "classifier (plain_cnn, depthwise_cnn, mobilenet)",
+    }
+    what = {"model": {"detection": "a detector", "classification": "a classifier"},
+            "datamodule": {"detection": "detection data (boxes)", "classification": "classification data (labels)"}}  # fmt: skip
+    for group in ("model", "datamodule"):
+        kind = kinds.get(group)
+        if kind is not None and kind != task:
+            raise ConfigError(
+                f"{names[group]} is {what[group][kind]}, but {names['task']} needs "
+                f"{what[group][task]}; {fix[task]}"
+            )
+
+
+def check_output_folder(path: str | Path, key: str) -> None:
+    """A run or output folder must be a folder or creatable as one: not an existing file, not under one.
+
+    Raises:
+        ConfigError: naming ``key``, the path and the file in the way.
+    """
+    path = Path(str(path))
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path}: is an existing file, not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{key}={path}: {parent} is a file, not a folder")
+            return
+
+
+def check_run_folder(args: Sequence[str], config_name: str = "train") -> None:
+    """The run folder (``hydra.run.dir``, or ``hydra.sweep.dir`` with ``-m``) of a command line, before
+    Hydra creates it: one line when it is a file or lies under one (Hydra's own error is a traceback).
+
+    Raises:
+        ConfigError: see :func:`check_output_folder`.
+    """
+    from hydra.errors import HydraException
+
+    from cxr.config.compose import compose
+
+    words = [a for a in args if a not in ("-m", "--multirun")]
+    if any(a.startswith("-") for a in words):
+        return
+    key = "hydra.sweep.dir" if len(words) < len(args) else "hydra.run.dir"
+    try:
+        cfg = compose(words, config_name=config_name)
+        folder = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    except (HydraException, ValueError):
+        return  # check_overrides and Hydra explain these
+    if folder is not None:
+        check_output_folder(folder, key)
 
 
 def config_changes(old: Mapping, new: Mapping) -> list[str]:

@@ -256,3 +256,78 @@ def test_config_changes_ignore_what_a_resume_may_change() -> None:
     }
     assert config_changes(old, new) == ["task.optimizer.lr: 0.0001 -> 0.003"]
     assert config_changes(old, old) == []
+
+
+# --- issue 14, item 10: values, pairings and folders ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.max_epochs=abc"], "trainer.max_epochs=abc: expected a whole number"),
+        (["trainer.max_epochs=1.5"], "trainer.max_epochs=1.5: expected a whole number"),
+        (["seed=abc"], "seed=abc: expected a whole number"),
+        (["task.optimizer.lr=fast"], "task.optimizer.lr=fast: expected a number"),
+        (
+            ["model=retinanet"],
+            "model=retinanet is a detector, but task=classification needs a classifier; classification "
+            "runs use datamodule=ped_cxr task=classification and a classifier (plain_cnn, depthwise_cnn, "
+            "mobilenet)",
+        ),
+        (
+            ["task=detection"],
+            "model=plain_cnn is a classifier, but task=detection needs a detector; detection runs use "
+            "datamodule=rsna model=retinanet task=detection",
+        ),
+    ],
+)
+def test_wrong_values_and_pairings_are_one_line_before_any_data_is_read(
+    overrides: list[str], expected: str, ped_cxr_dir: Path, tmp_path: Path, no_data_reads
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        run(_cfg(tmp_path, ped_cxr_dir, *overrides))
+    assert _one_line(err) == expected
+    assert not (tmp_path / "run").exists()
+
+
+def test_detection_data_with_a_classification_task_is_refused_before_any_data_is_read(
+    rsna_dir: Path, tmp_path: Path, no_data_reads
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        run(_cfg(tmp_path, rsna_dir, "datamodule=rsna", "model=plain_cnn"))
+    assert _one_line(err).startswith(
+        "datamodule=rsna is detection data (boxes), but task=classification needs classification data"
+    )
+
+
+def test_a_run_folder_that_is_a_file_or_under_one_is_refused(ped_cxr_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for folder, expected in (
+        (blocker, f"paths.output_dir={blocker}: is an existing file, not a folder"),
+        (blocker / "run", f"paths.output_dir={blocker / 'run'}: {blocker} is a file, not a folder"),
+    ):
+        cfg = compose([f"datamodule.data_dir={ped_cxr_dir}"], output_dir=folder)
+        with pytest.raises(ConfigError) as err:
+            run(cfg)
+        assert _one_line(err) == expected
+    # the command line: before Hydra makes the folder (its own error would be a traceback)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxr.cli.train",
+            f"datamodule.data_dir={ped_cxr_dir}",
+            f"hydra.run.dir={blocker}/run",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"cxr-train: error: hydra.run.dir={blocker}/run: {blocker} is a file, not a folder"
+    )
+    assert blocker.read_text() == "x"
