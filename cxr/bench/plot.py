@@ -2,7 +2,8 @@
 
 Left: the input pipeline's images/s per stage at both sizes, with each model's CPU training step drawn
 as a vertical line: a stage whose bar ends right of a line feeds that model faster than it trains (the
-model, not the input, is the bottleneck). Right: every model row's training and inference images/s. Both on a
+model, not the input, is the bottleneck). Middle: every model row's training and inference images/s.
+Right (with the deploy section): each classifier's images/s on each deployable CPU path. All on a
 log scale: the figures span five orders of magnitude.
 """
 
@@ -55,12 +56,12 @@ def _bars(ax, labels: list[str], series: dict[str, list[float | None]]) -> None:
 
 
 def draw(result: dict):
-    """The bench figure (a matplotlib ``Figure``, one panel per section present: pipeline, models);
-    None when the result has neither."""
+    """The bench figure (a matplotlib ``Figure``, one panel per section present: pipeline, models,
+    deploy); None when the result has none of them."""
     from matplotlib.figure import Figure
 
     s = result["settings"]
-    panels = [p for p in ("pipeline", "models") if result.get(p)]
+    panels = [p for p in ("pipeline", "models", "deploy") if result.get(p)]
     if not panels:
         return None
     # a GPU run has three times the model rows: grow with them so that their labels stay readable
@@ -85,6 +86,17 @@ def draw(result: dict):
         series |= {f"inference, batch {b}": [images_per_s(r, "infer", str(b)) for r in rows] for b in batches}
         _bars(ax, [f"{r['label']}\n{config_label(r)}" for r in rows], series)
         ax.set(xlabel="images/s (log)", title="Models")
+    if "deploy" in axes:
+        ax, d = axes["deploy"], result["deploy"]
+        from cxr.bench.deploy import PATHS
+
+        models = list(dict.fromkeys(r["model"] for r in d["rows"]))
+        rate = {(r["model"], r["path"]): r.get("images_per_s") for r in d["rows"]}
+        _bars(ax, list(PATHS), {m: [rate.get((m, p)) for p in PATHS] for m in models})
+        ax.set(
+            xlabel="images/s (log)",
+            title=f"Deployable CPU paths ({d['threads']} threads, batch {d['batch']}, {d['image_size']} px)",
+        )
     for ax in axes.values():
         ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     m = result["machine"]

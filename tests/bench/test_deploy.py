@@ -96,3 +96,16 @@ def test_quick_section_measures_every_path_and_matches_eager(monkeypatch):
     assert out["peak"]["gflops_per_s"] == 2.0
     dw_onnx = next(r for r in out["rows"] if r["model"] == "depthwise_cnn" and r["path"] == "onnxruntime")
     assert dw_onnx["gflops_run"] < dw_onnx["gflops"]  # the first stage's pointwise conv runs pooled
+
+
+def test_figure_has_a_deploy_panel_with_every_model_and_path():
+    from cxr.bench import plot
+    from tests.bench.test_bench import _result
+
+    fig = plot.draw({**_result(), "deploy": _deploy()})
+    ax = fig.axes[-1]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(PATHS)
+    assert sorted(bar.get_width() for bar in ax.patches) == sorted(
+        r["images_per_s"] for r in _deploy()["rows"]
+    )
+    assert len(plot.draw({**_result(), "pipeline": [], "models": [], "deploy": _deploy()}).axes) == 1
