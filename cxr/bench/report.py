@@ -18,6 +18,17 @@ def _rate(x: float | None) -> str:
     return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
 
 
+def _command(result: dict) -> str:
+    """The command that makes this report: ``make bench``, or the sections run alone."""
+    from cxr.bench.run import SECTIONS
+
+    sections = list(result.get("sections", SECTIONS))
+    if sections == list(SECTIONS):
+        return "`make bench` (`python -m cxr.bench`)"
+    quick = " --quick" if result["settings"].get("quick") else ""
+    return f"`python -m cxr.bench{quick} --sections {' '.join(sections)}`"
+
+
 def _machine_line(m: dict) -> str:
     line = (
         f"{m['cpu']}, {m['usable_cores']} usable of {m['cpu_cores']} cores, torch {m['torch']} "
@@ -54,7 +65,7 @@ def markdown(result: dict, figure: str | None = None) -> str:
     out = [
         f"# cxr benchmark: {'gpu' if s['gpu'] else 'cpu'}{' (quick smoke run)' if s['quick'] else ''}",
         "",
-        f"Made by `make bench` (`python -m cxr.bench`) on {m['date']} in {result['elapsed_s']:.0f} s.",
+        f"Made by {_command(result)} on {m['date']} in {result['elapsed_s']:.0f} s.",
         f"Machine: {_machine_line(m)}. Load average {m['load_average_start'][0]} at the start, "
         f"{m['load_average_end'][0]} at the end (other processes share the cores). Figures are medians of "
         f"{s['repeats']} timed runs after a warm-up ({3 * s['repeats']} for batch-1 inference; RetinaNet on CPU "

@@ -68,6 +68,9 @@ def test_report_shows_every_path_with_its_share_of_the_peak():
     assert "| plain_cnn | eager | 10 | 6 | 6 | 60 | 20 % | 1.0e-06 |" in text
     assert "| images/s | 1.50× | 2.00× | 5.00× |" in text
     assert "| depthwise_cnn ≥ 4× plain_cnn's images/s on ONNX Runtime" in text
+    assert "Made by `make bench`" in text  # a hand-made result names no sections: all of them
+    alone = report.markdown({**result, "sections": ["deploy"]})
+    assert "Made by `python -m cxr.bench --sections deploy`" in alone
     failed = {
         **result["deploy"],
         "rows": [*result["deploy"]["rows"], {"model": "x", "path": "eager", "error": "boom"}],
