@@ -194,12 +194,16 @@ def test_cxr_predict_backends_give_the_same_predictions(tmp_path):
     import json
 
     import pandas as pd
+    from PIL import Image
 
     from cxr.cli.predict import main as predict
-    from tests.inference.test_predict import write_images
+    from cxr.synth.phantom import chest_phantom
 
     ckpt = _checkpoint(tmp_path / "model.ckpt")
-    write_images(tmp_path / "in", n=4)
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(chest_phantom(rng, 60 + 8 * i, 72)).save(tmp_path / "in" / f"img{i}.png")
     tables = {}
     for backend in ("pytorch", "onnxruntime", "auto"):
         out = tmp_path / backend

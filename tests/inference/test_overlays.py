@@ -75,10 +75,39 @@ def test_cxr_predict_draws_detector_boxes_over_the_heat_map_and_fuses_with_wbf(t
     from PIL import Image
 
     from cxr.cli.predict import main as predict
-    from tests.inference.test_predict import detector_checkpoint, write_images
+    from cxr.synth.phantom import chest_phantom
+    from cxr.tasks.checkpoint_format import FORMAT_VERSION
 
-    ckpt = detector_checkpoint(tmp_path / "det.ckpt")
-    write_images(tmp_path / "in", n=2)
+    kwargs = {"encoder": "test_resnet", "image_size": 64, "fpn_channels": 16, "small_anchors": False}
+    torch.manual_seed(0)
+    model = create_model("retinanet", **kwargs)
+    with torch.no_grad():  # the box classifier says 0.5 everywhere: many boxes
+        model.head.classification_head.cls_logits.bias.zero_()
+    ckpt = tmp_path / "det.ckpt"
+    torch.save(
+        {
+            "state_dict": {
+                **{f"model.{k}": v for k, v in model.state_dict().items()},
+                "score_thresh": torch.tensor(0.3),
+            },
+            "epoch": 0,
+            "hyper_parameters": {},
+            "cxr": {
+                "format_version": FORMAT_VERSION,
+                "model_name": "retinanet",
+                "model_kwargs": kwargs,
+                "datamodule": {"image_size": 64, "mean": 0.449, "std": 0.226, "fold": 0},
+                "task": "DetectionTask",
+            },
+        },
+        ckpt,
+    )
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(chest_phantom(rng, 60, 72, opacities=[(10, 10, 30, 40)])).save(
+            tmp_path / "in" / f"img{i}.png"
+        )
     out = tmp_path / "out"
     argv = ["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(out), "--overlays"]
     predict([*argv, "--ensemble", "wbf"])
