@@ -6,13 +6,15 @@ FLOPs, train time), ``config.yaml`` (the composed config), ``checkpoints/`` and 
 The config is checked first (:mod:`cxr.config.validate`): a wrong name, key or data folder is one
 line, before any data is read. ``ckpt_path=last`` (the default) continues from
 ``checkpoints/last.ckpt`` when the run folder has one, so an interrupted run resumes by re-running
-its command in its folder: ``cxr-train <same overrides> hydra.run.dir=<run folder>``.
+its command in its folder: ``cxr-train <same overrides> hydra.run.dir=<run folder>``. A run stopped by
+SIGTERM saves its resume point and exits with code 143 (128 + SIGTERM), never 0.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 
 import hydra
@@ -23,6 +25,7 @@ from cxr.config.runs import finished_metrics, prepare_run_folder, register_run_i
 from cxr.config.validate import ConfigError, check_overrides, check_run_folder, validate_config
 
 log = logging.getLogger(__name__)
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
 register_resolvers()
 register_run_id_resolver()  # hydra.sweep.subdir=${cxr_run_id:}: a sweep job's folder named by its config
 
@@ -36,6 +39,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     import pytorch_lightning as pl
     from hydra.utils import instantiate
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from cxr.models.profile import model_cost
     from cxr.tasks.fit import fit_and_test
@@ -52,10 +56,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     size = int(cfg.datamodule.image_size)
     metrics = model_cost(model, (1, int(cfg.model.get("in_chans", 1)), size, size))
-    metrics |= fit_and_test(
-        trainer, task, datamodule, ckpt_path=ckpt_path, train=cfg.train, test=cfg.test,
-        batch_size=cfg.datamodule.get("batch_size"), image_size=size,
-    )  # fmt: skip
+    try:
+        metrics |= fit_and_test(
+            trainer, task, datamodule, ckpt_path=ckpt_path, train=cfg.train, test=cfg.test,
+            batch_size=cfg.datamodule.get("batch_size"), image_size=size,
+        )  # fmt: skip
+    except SIGTERMException:  # Lightning's, a SystemExit with code 0: a scheduler would see success
+        log.warning(
+            "stopped by SIGTERM after saving the resume point; re-run the same command with "
+            "hydra.run.dir=%s to continue (exit code %d)", output_dir, SIGTERM_EXIT_CODE,
+        )  # fmt: skip
+        raise SystemExit(SIGTERM_EXIT_CODE) from None
     if trainer.is_global_zero:  # under DDP every rank gets the same synced metrics; one writes them
         write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         log.info("metrics written to %s", output_dir / "metrics.json")

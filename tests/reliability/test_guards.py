@@ -208,8 +208,8 @@ class _SpyCheckpoint(ResumeCheckpoint):
         super().__init__(*args, **kwargs)
         self.saved_at: list[int] = []
 
-    def _save(self, trainer: pl.Trainer) -> None:
-        super()._save(trainer)
+    def _save(self, trainer: pl.Trainer, batches_done: int = 0) -> None:
+        super()._save(trainer, batches_done)
         self.saved_at.append(trainer.global_step)
 
 

@@ -217,3 +217,54 @@ def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_ru
         "differs from the one it started with" in caplog.text
         and "task.optimizer.lr: 0.003 -> 0.01" in caplog.text
     )
+
+
+# cxr-train with an extra callback that sends the process SIGTERM (as a scheduler does) at a given step
+SIGTERM_CLI = """
+import os, signal, sys
+import pytorch_lightning as pl
+
+class Term(pl.Callback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+from cxr.cli.train import main
+sys.argv = ["cxr-train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_resume_point_exits_143_and_the_resumed_epoch_is_marked_partial(
+    ped_cxr_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 14, item 9: a SIGTERM'd run must not look successful; the epoch it resumes in the middle
+    of logs training figures of the batches after the restart only, and says so."""
+    overrides = [*_overrides(ped_cxr_dir, tmp_path), "callbacks.last_checkpoint.every_n_train_steps=0"]
+    folder = tmp_path / "run"
+    stopped = _cli(
+        [
+            *overrides,
+            f"hydra.run.dir={folder}",
+            "+callbacks.term._target_=__main__.Term",
+            "+callbacks.term.at_step=9",
+        ],
+        tmp_path,
+        script=SIGTERM_CLI,
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM after saving the resume point" in stopped.stdout + stopped.stderr
+    assert not (folder / "metrics.json").exists()
+    state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 9  # saved at the step the signal arrived, not only at the epoch end
+    assert state["callbacks"]["ResumeCheckpoint"]["batches_done"] == 3
+
+    resumed = _cli([*overrides, f"hydra.run.dir={folder}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (folder / "metrics.json").exists()
+    log = pd.read_csv(folder / "csv" / "metrics.csv").dropna(subset=["train/partial_epoch"])
+    assert dict(zip(log["epoch"], log["train/partial_epoch"], strict=True)) == {0: 0.0, 1: 1.0}

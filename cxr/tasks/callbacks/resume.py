@@ -2,7 +2,11 @@
 
 It writes every N steps or minutes, at each epoch end, on SIGTERM and at the end of training, so a
 run resumed from it (``ckpt_path=last``) draws the same dropout masks as one never interrupted.
-Together with :class:`~cxr.data.resumable.ResumableLoader` it resumes mid-epoch exactly.
+Together with :class:`~cxr.data.resumable.ResumableLoader` it resumes mid-epoch exactly. Every
+checkpoint of the run is written atomically (:class:`~cxr.tasks.checkpoint_io.AtomicCheckpointIO`,
+installed on the trainer here). The epoch a run resumed in the middle of is logged with
+``train/partial_epoch`` = 1: its epoch-level training figures cover only the batches after the
+restart (every other epoch logs 0).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from cxr.tasks.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +72,12 @@ class ResumeCheckpoint(Checkpoint):
 
     Saved every ``every_n_train_steps`` optimizer steps and/or every ``every_n_minutes`` (0 = off), at
     each epoch end (after validation and the best-checkpoint update), when SIGTERM arrives and at the
-    end of training. Lightning writes through a temporary file, so a kill during a save leaves the
-    previous file intact. A :class:`~pytorch_lightning.callbacks.Checkpoint`, so Lightning runs it
-    after other callbacks (``ModelCheckpoint`` included, in config order).
+    end of training. At setup it replaces Lightning's default checkpoint writer with
+    :class:`~cxr.tasks.checkpoint_io.AtomicCheckpointIO` (a temporary file in the same folder, fsync,
+    ``os.replace``), so a kill or a full disk during any save leaves the previous file intact. A
+    :class:`~pytorch_lightning.callbacks.Checkpoint`, so Lightning runs it after other callbacks
+    (``ModelCheckpoint`` included, in config order). Logs ``train/partial_epoch`` at each epoch end:
+    1 for the epoch a resumed run restarted in the middle of, else 0.
     """
 
     def __init__(
@@ -87,12 +97,20 @@ class ResumeCheckpoint(Checkpoint):
         self._last_time = time.monotonic()
         self._saved_step: int | None = None
         self._pending_rng: dict[str, Any] | None = None
+        self._batches_done = 0  # of the current epoch, when last saved; stored in the checkpoint
+        self._partial_epoch: int | None = None  # the epoch this run resumed in the middle of
 
-    def _save(self, trainer: pl.Trainer) -> None:
+    def _save(self, trainer: pl.Trainer, batches_done: int = 0) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
+        self._batches_done = batches_done
         trainer.save_checkpoint(self.path)
         self._saved_step, self._last_time = trainer.global_step, time.monotonic()
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        strategy = trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default, not a chosen one
+            strategy.checkpoint_io = AtomicCheckpointIO()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Restored here, not in load_state_dict: the train loader has been set up by now, so nothing
@@ -100,6 +118,14 @@ class ResumeCheckpoint(Checkpoint):
         if self._pending_rng is not None:
             set_rng_states(self._pending_rng)
             self._pending_rng = None
+            if self._batches_done:
+                self._partial_epoch = trainer.current_epoch
+                log.warning(
+                    "resumed %d batch(es) into epoch %d: its epoch-level training figures cover the "
+                    "batches after the restart only (train/partial_epoch = 1 in the log)",
+                    self._batches_done,
+                    trainer.current_epoch,
+                )
             log.info(
                 "resumed at global step %d (epoch %d) with the saved RNG states",
                 trainer.global_step,
@@ -116,9 +142,11 @@ class ResumeCheckpoint(Checkpoint):
         due = self.every_n_train_steps > 0 and step % self.every_n_train_steps == 0
         due |= self.every_n_minutes > 0 and time.monotonic() - self._last_time >= 60 * self.every_n_minutes
         if (due or trainer.received_sigterm) and step != self._saved_step:
-            self._save(trainer)
+            self._save(trainer, batches_done=batch_idx + 1)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        partial = float(trainer.current_epoch == self._partial_epoch)
+        pl_module.log("train/partial_epoch", partial, on_step=False, on_epoch=True, batch_size=1)
         self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -126,7 +154,8 @@ class ResumeCheckpoint(Checkpoint):
             self._save(trainer)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_states()}
+        return {"rng": rng_states(), "batches_done": self._batches_done}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending_rng = state_dict.get("rng")
+        self._batches_done = int(state_dict.get("batches_done", 0))
