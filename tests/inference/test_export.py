@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from cxr.cli.export import main as export
-from cxr.inference.checkpoint import FORMAT_VERSION
 from cxr.inference.export import export_onnx
 from cxr.inference.members import load_member
 from cxr.inference.postprocess import PostprocessSettings
 from cxr.models import create_model
+from cxr.tasks.checkpoint_format import FORMAT_VERSION
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*LeafSpec")
 

@@ -1,6 +1,5 @@
 """cxr-predict and cxr-tune: checkpoints built by hand (fast) and by cxr-train (the real path)."""
 
-import inspect
 import json
 import shutil
 
@@ -12,18 +11,16 @@ from PIL import Image
 from torch import nn
 
 from cxr.cli.predict import main as predict
-from cxr.inference.checkpoint import FORMAT_VERSION
 from cxr.inference.overlays import grad_cam, last_feature_conv
 from cxr.inference.postprocess import PostprocessSettings
 from cxr.inference.submission import read_submission
-from cxr.models import MODELS, create_model
+from cxr.models import create_model
 from cxr.synth.phantom import chest_phantom
+from cxr.tasks.checkpoint_format import FORMAT_VERSION
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*LeafSpec")
 
 CLASSIFIER = {"widths": [8, 8, 8], "hidden": 8, "drop_rate": 0.0, "pool": "after", "head": "avgpool"}
-if "head" in inspect.signature(MODELS["depthwise_cnn"]).parameters:
-    CLASSIFIER["head"] = "avgpool"  # the flatten head needs the input size; this takes any (32 px here)
 DETECTOR = {
     "encoder": "test_resnet",
     "image_size": 64,

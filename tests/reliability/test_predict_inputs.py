@@ -5,7 +5,6 @@ refused before any image is decoded."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from pathlib import Path
@@ -17,12 +16,10 @@ import torch
 from PIL import Image
 
 from cxr.cli.predict import main as predict
-from cxr.inference.checkpoint import FORMAT_VERSION
-from cxr.models import MODELS, create_model
+from cxr.models import create_model
+from cxr.tasks.checkpoint_format import FORMAT_VERSION
 
-KWARGS = {"widths": [8, 8], "hidden": 8, "drop_rate": 0.0}
-if "head" in inspect.signature(MODELS["depthwise_cnn"]).parameters:
-    KWARGS["head"] = "avgpool"  # the flatten head needs the input size; this takes any
+KWARGS = {"widths": [8, 8], "hidden": 8, "drop_rate": 0.0, "head": "avgpool"}  # avgpool: any input size
 
 
 @pytest.fixture
