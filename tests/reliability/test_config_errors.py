@@ -28,10 +28,16 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
 def no_data_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to decode images fails the test: config errors must come first."""
 
+    import cxr.data.ped_cxr
+    import cxr.data.rsna
+
     def refuse(*args, **kwargs):
         raise AssertionError("data was read before the config was checked")
 
-    monkeypatch.setattr(cache, "build_cache", refuse)
+    # every name the datamodules call it by (imported first: a module imported while this patch is
+    # in place would keep the refusing function for good)
+    for module in (cache, cxr.data.ped_cxr, cxr.data.rsna):
+        monkeypatch.setattr(module, "build_cache", refuse)
 
 
 # --- the command line ---------------------------------------------------------------------------
