@@ -25,7 +25,8 @@ PROG = "cxr-tune"
 DESCRIPTION = """\
 Chooses post-processing on the checkpoints' validation splits (out-of-fold for k-fold runs) and
 writes postprocess.json to --out (default: the checkpoints' common folder), where cxr-predict
-finds it. Detection also writes nms_sweep.csv, nms_sweep.png and ensemble_comparison.csv (the
+finds it; the file names these checkpoints by path and SHA-256, and cxr-predict uses it only for
+exactly them. Detection also writes nms_sweep.csv, nms_sweep.png and ensemble_comparison.csv (the
 best validation mAP of pooling + NMS, of weighted box fusion and of each checkpoint alone).
 
 The box size is stored, not tuned: the challenge's test boxes were drawn tighter than its training
