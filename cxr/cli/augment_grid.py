@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cxr.config.compose import CONFIG_DIR
 from cxr.config.validate import ConfigError, check_overrides
@@ -35,7 +35,12 @@ def render(cfg: DictConfig) -> Path:
     datamodule = instantiate(cfg.datamodule, augment=build_augment(cfg.augment), _convert_="all")
     datamodule.setup("fit")
     dataset = datamodule.train_dataloader().dataset
-    name = cfg.hydra.runtime.choices.get("augment", "?")
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
+    if choices is None:  # under @hydra.main the hydra node lives in HydraConfig, not in cfg
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices
+    name = choices.get("augment", "?")
     return render_grid(dataset, cfg.out, cfg.rows, cfg.cols, seed=int(cfg.seed), title=f"augment={name}")
 
 
