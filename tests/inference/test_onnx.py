@@ -218,3 +218,20 @@ def test_cxr_predict_backends_give_the_same_predictions(tmp_path):
             tables[backend]["probability"], tables["pytorch"]["probability"], atol=1e-4
         )
         assert (tables[backend]["label"] == tables["pytorch"]["label"]).all()
+
+
+def test_onnx_classifier_gives_the_same_logits_whatever_its_micro_batch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cxr.inference.export import export_model
+    from cxr.inference.onnx_member import OnnxClassifier
+
+    model, _ = _model("depthwise_cnn")
+    path = export_model(model, tmp_path / "m.onnx", _images(2))
+    images = _images(5, seed=6)
+    one, whole = (
+        OnnxClassifier(path, 1, micro_batch=1)(images),
+        OnnxClassifier(path, 1, micro_batch=8)(images),
+    )
+    assert one.shape == (5, 1) and torch.allclose(one, whole, atol=1e-6)
+    with pytest.raises(ValueError, match="micro_batch"):
+        OnnxClassifier(path, 1, micro_batch=0)
