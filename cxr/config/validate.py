@@ -468,6 +468,23 @@ def check_output_folder(path: str | Path, key: str) -> None:
             return
 
 
+def _first_values(words: Sequence[str]) -> list[str]:
+    """Overrides with each sweep (``seed=0,1``, ``choice(...)``) replaced by its first value, so that
+    the config of a sweep's first job can be composed; what cannot be enumerated is kept as written."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    lines = []
+    for word in words:
+        try:
+            (o,) = OverridesParser.create().parse_overrides([word])
+            first = next(o.sweep_string_iterator()) if o.is_sweep_override() else None
+        except (HydraException, StopIteration, ValueError):
+            first = None
+        lines.append(word if first is None else f"{o.get_key_element()}={first}")
+    return lines
+
+
 def check_run_folder(args: Sequence[str], config_name: str = "train") -> None:
     """The run folder (``hydra.run.dir``, or ``hydra.sweep.dir`` with ``-m``) of a command line, before
     Hydra creates it: one line when it is a file or lies under one (Hydra's own error is a traceback).
@@ -484,7 +501,7 @@ def check_run_folder(args: Sequence[str], config_name: str = "train") -> None:
         return
     key = "hydra.sweep.dir" if len(words) < len(args) else "hydra.run.dir"
     try:
-        cfg = compose(words, config_name=config_name)
+        cfg = compose(_first_values(words), config_name=config_name)
         folder = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
     except (HydraException, ValueError):
         return  # check_overrides and Hydra explain these

@@ -12,7 +12,13 @@ import pytest
 import cxr.data.cache as cache
 from cxr.cli.train import run
 from cxr.config.compose import CONFIG_DIR, compose
-from cxr.config.validate import ConfigError, check_overrides, config_changes, validate_config
+from cxr.config.validate import (
+    ConfigError,
+    check_overrides,
+    check_run_folder,
+    config_changes,
+    validate_config,
+)
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
@@ -337,3 +343,9 @@ def test_a_run_folder_that_is_a_file_or_under_one_is_refused(ped_cxr_dir: Path, 
         f"cxr-train: error: hydra.run.dir={blocker}/run: {blocker} is a file, not a folder"
     )
     assert blocker.read_text() == "x"
+    # a sweep's folder, composed from the first value of each swept key
+    with pytest.raises(ConfigError) as err:
+        check_run_folder(
+            ["-m", f"datamodule.data_dir={ped_cxr_dir}", "seed=0,1", f"hydra.sweep.dir={blocker}/sweep"]
+        )
+    assert _one_line(err) == f"hydra.sweep.dir={blocker}/sweep: {blocker} is a file, not a folder"
