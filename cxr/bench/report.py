@@ -269,7 +269,9 @@ def _deploy_section(d: dict, m: dict) -> list[str]:
         "image, 2 × multiply-adds; *model* is what the network computes, *run* what the path executes (the "
         "rewrites skip some). Achieved GFLOP/s = run GFLOPs × images/s; peak = the best "
         f"{peak['n']}×{peak['n']} fp32 matmul on the same {peak['threads']} threads at either end of this run, "
-        f"{peak['gflops_per_s']:.0f} GFLOP/s. Max abs Δ: largest logit difference from eager PyTorch.",
+        f"{peak['gflops_per_s']:.0f} GFLOP/s"
+        + (" (" + ", ".join(f"{k} {v:.0f}" for k, v in peak["by"].items()) + ")" if peak.get("by") else "")
+        + ". Max abs Δ: largest logit difference from eager PyTorch.",
         "",
     ]
     rows = []

@@ -30,7 +30,12 @@ def _deploy(plain_onnx=30.0, dw_onnx=150.0, diff=1e-6) -> dict:
                 }
             )
     return {
-        "peak": {"n": 2048, "gflops_per_s": 300.0, "threads": 2},
+        "peak": {
+            "n": 2048,
+            "gflops_per_s": 300.0,
+            "by": {"pytorch": 200.0, "onnxruntime": 300.0},
+            "threads": 2,
+        },
         "threads": 2,
         "batch": 16,
         "image_size": 200,
@@ -70,6 +75,7 @@ def test_report_shows_every_path_with_its_share_of_the_peak():
         and "| per CPU-second | 1.50× | 2.00× | 5.00× |" in text
     )
     assert "| depthwise_cnn ≥ 4× plain_cnn's images/s on ONNX Runtime" in text
+    assert "at either end of this run, 300 GFLOP/s (pytorch 200, onnxruntime 300)." in text
     assert "Made by `make bench`" in text  # a hand-made result names no sections: all of them
     alone = report.markdown({**result, "sections": ["deploy"]})
     assert "Made by `python -m cxr.bench --sections deploy`" in alone
@@ -82,7 +88,8 @@ def test_report_shows_every_path_with_its_share_of_the_peak():
 
 def test_matmul_peak_is_positive():
     peak = matmul_peak(n=128, repeats=2)
-    assert peak["gflops_per_s"] > 0 and peak["n"] == 128
+    assert peak["n"] == 128 and peak["gflops_per_s"] == max(peak["by"].values()) > 0
+    assert "pytorch" in peak["by"]
 
 
 def test_quick_section_measures_every_path_and_matches_eager(monkeypatch):
