@@ -12,7 +12,6 @@ SIGTERM saves its resume point and exits with code 143 (128 + SIGTERM), never 0.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -21,7 +20,13 @@ import hydra
 from omegaconf import DictConfig
 
 from cxr.config.compose import CONFIG_DIR, build_augment, register_resolvers
-from cxr.config.runs import finished_metrics, prepare_run_folder, register_run_id_resolver, write_atomic
+from cxr.config.runs import (
+    finished_metrics,
+    metrics_json,
+    prepare_run_folder,
+    register_run_id_resolver,
+    write_atomic,
+)
 from cxr.config.validate import ConfigError, check_overrides, check_run_folder, validate_config
 
 log = logging.getLogger(__name__)
@@ -68,7 +73,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         )  # fmt: skip
         raise SystemExit(SIGTERM_EXIT_CODE) from None
     if trainer.is_global_zero:  # under DDP every rank gets the same synced metrics; one writes them
-        write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        write_atomic(output_dir / "metrics.json", metrics_json(metrics))
         log.info("metrics written to %s", output_dir / "metrics.json")
     return metrics
 

@@ -95,10 +95,12 @@ def test_a_typo_in_a_key_names_the_nearest_valid_key(override: str, expected: st
 
 
 def test_a_typo_below_another_group_choice_is_checked_against_that_choice() -> None:
-    with pytest.raises(ConfigError, match=r"^augment\.affine\.scal: no such key \(did you mean 'scale'\?\)"):
-        check_overrides(["augment=light", "augment.affine.scal=0.1"])
+    with pytest.raises(
+        ConfigError, match=r"^augment\.affine\.scale_sigm: no such key \(did you mean 'scale_sigma'\?\)"
+    ):
+        check_overrides(["augment=light", "augment.affine.scale_sigm=0.1"])
     check_overrides(
-        ["augment=light", "augment.affine.scale=[0.8,1.2]", "hydra.run.dir=/somewhere", "-m", "seed=0,1"]
+        ["augment=light", "augment.affine.scale_sigma=0.2", "hydra.run.dir=/somewhere", "-m", "seed=0,1"]
     )
 
 
