@@ -77,3 +77,46 @@ def test_oracle_boxes_round_trip_through_a_submission_score_one(datamodule, rsna
     shuffled = dict(zip(positives, positives[1:] + positives[:1], strict=True))  # boxes of the next patient
     wrong = [{k: torch.as_tensor(v) for k, v in read[shuffled.get(i, i)].items()} for i in ids]
     assert rsna_map(wrong, targets) < 0.2  # 0.058 measured: only images whose boxes happen to overlap score
+
+
+@pytest.mark.slow
+def test_the_whole_detection_path_runs_on_real_dicoms(rsna_dev, tmp_path, one_thread):
+    """cxr-train (a few steps, a tiny encoder), cxr-tune, cxr-predict and the Kaggle submission on
+    real DICOMs; the predictions' boxes lie inside the 1024-px originals; the picture is drawn."""
+    from cxr.cli.predict import main as predict
+    from cxr.cli.train import run
+    from cxr.cli.tune import main as tune
+    from cxr.config.compose import compose
+    from cxr.reporting.detection_plots import detection_grid
+
+    cache = tmp_path / "cache"
+    cfg = compose(
+        [
+            "experiment=gabruseva2020",
+            f"datamodule.data_dir={rsna_dev}",
+            "datamodule.image_size=128",
+            "datamodule.batch_size=4",
+            "datamodule.num_workers=0",
+            f"datamodule.cache_dir={cache}",
+            "model.encoder=resnet18",
+            "model.fpn_channels=32",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=3",
+            "trainer.enable_progress_bar=false",
+        ],
+        output_dir=tmp_path / "run",
+    )
+    metrics = run(cfg)
+    assert 0.0 <= metrics["test/rsna_map"] <= 1.0
+    ckpt = sorted((tmp_path / "run" / "checkpoints").glob("epoch*.ckpt"))[-1]
+    tune(["--ckpt", str(ckpt), "--data-dir", str(rsna_dev), "--cache-dir", str(cache), "--num-workers", "0"])
+    assert (ckpt.parent / "postprocess.json").is_file()
+    images = sorted((rsna_dev / "stage_2_train_images").glob("*.dcm"))[:6]
+    predict(["--ckpt", str(ckpt), "--input", *map(str, images), "--out", str(tmp_path / "out")])
+    submission = read_submission(tmp_path / "out" / "submission.csv")
+    assert sorted(submission) == sorted(p.stem for p in images)
+    for pred in submission.values():
+        assert ((pred["boxes"] >= 0) & (pred["boxes"] <= 1024)).all()
+    picture = detection_grid(ckpt, rsna_dev, tmp_path / "grid.png", "rsna_dev", n=4, cache_dir=cache)
+    assert picture.stat().st_size > 10_000
