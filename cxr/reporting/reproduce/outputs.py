@@ -15,9 +15,27 @@ from cxr.reporting.reproduce.profiles import Profile
 from cxr.reporting.tables import Table
 
 
+def _onnx_runtime_model(model, example, folder: Path):
+    """``model`` exported in its deployable form and run on ONNX Runtime, as ``cxr-predict`` runs it;
+    None where onnx / onnxruntime are not installed."""
+    from cxr.inference.onnx_member import OnnxClassifier, onnxruntime_available
+
+    if not onnxruntime_available():
+        return None
+    import torch
+
+    from cxr.inference.export import export_model
+
+    path = export_model(model, folder / "model.onnx", example)
+    return OnnxClassifier(path, threads=torch.get_num_threads())
+
+
 def measure_throughput(jobs: Sequence[Job], table: Table, runs_dir: Path, batch: int = 16) -> dict[str, dict]:
-    """Inference images/s of each row's model (eval mode, float32, batch ``batch``, random input) on
-    the CPU and, where there is one, the GPU; measured once per run id and kept in ``throughput.json``."""
+    """Inference images/s of each row's model (eval mode, float32, batch ``batch``, random input): eager
+    PyTorch on the CPU and, where there is one, the GPU, and the exported model on ONNX Runtime (CPU);
+    measured once per run id and kept in ``throughput.json``."""
+    import tempfile
+
     import torch
     from torch.utils import benchmark
 
@@ -25,23 +43,29 @@ def measure_throughput(jobs: Sequence[Job], table: Table, runs_dir: Path, batch:
 
     cache_file = runs_dir / "throughput.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    paths = ["cpu", "onnx"] + (["cuda"] if torch.cuda.is_available() else [])
+    columns = {"cpu": "CPU img/s (eager)", "onnx": "CPU img/s (ONNX Runtime)", "cuda": "GPU img/s"}
     out: dict[str, dict] = {}
     for job in {j.row: j for j in jobs}.values():
         cfg = None
-        for device in devices:
-            key = f"{job.run_id}/{device}"
+        for path in paths:
+            key = f"{job.run_id}/{path}"
             if key not in cache:
                 from hydra.utils import instantiate
 
                 cfg = cfg or compose(job.overrides(table.replicate_key))
                 size, chans = int(cfg.datamodule.image_size), int(cfg.model.get("in_chans", 1))
-                model = instantiate(cfg.model, _convert_="all").eval().to(device)
+                model = instantiate(cfg.model, _convert_="all").eval()
+                device = "cuda" if path == "cuda" else "cpu"
                 x = torch.randn(batch, chans, size, size, device=device)
-                timer = benchmark.Timer("model(x)", globals={"model": torch.no_grad()(model), "x": x})
-                cache[key] = batch / timer.blocked_autorange(min_run_time=1.0).median
-            out.setdefault(job.row, {})[f"{device.upper()} img/s"] = cache[key]
-        out[job.row].setdefault("GPU img/s", out[job.row].pop("CUDA img/s", "n/a (no GPU)"))
+                with tempfile.TemporaryDirectory() as tmp:
+                    runner = _onnx_runtime_model(model, x, Path(tmp)) if path == "onnx" else model.to(device)
+                    if runner is None:
+                        continue
+                    timer = benchmark.Timer("model(x)", globals={"model": torch.no_grad()(runner), "x": x})
+                    cache[key] = batch / timer.blocked_autorange(min_run_time=1.0).median
+            out.setdefault(job.row, {})[columns[path]] = cache[key]
+        out[job.row].setdefault(columns["cuda"], "n/a (no GPU)")
     cache_file.write_text(json.dumps(cache, indent=2, sort_keys=True))
     return out
 
@@ -122,7 +146,10 @@ def write_outputs(
         numbers, shown = build_table(table, runs, extra)
         text = caption(table, profile, data_root, command)
         if table.throughput:
-            text += f" Throughput: inference, float32, batch 16, random input, on {_machine()}."
+            text += (
+                " Throughput: inference, float32, batch 16, random input; eager PyTorch and the model "
+                f"`cxr-export` writes on ONNX Runtime (what `cxr-predict` runs on a CPU), on {_machine()}."
+            )
         written += write_table(numbers, shown, text, out, table.name)
         sections.append((out / f"{table.name}.md").read_text())
         figure = plots.training_curves(runs, table.curves, out / f"{table.name}_curves.png", table.title)
