@@ -61,7 +61,8 @@ def draw(result: dict):
     from matplotlib.figure import Figure
 
     s = result["settings"]
-    panels = [p for p in ("pipeline", "models", "deploy") if result.get(p)]
+    panels = [p for p in ("pipeline", "models") if result.get(p)]
+    panels += ["deploy"] if (result.get("deploy") or {}).get("rows") else []
     if not panels:
         return None
     # a GPU run has three times the model rows: grow with them so that their labels stay readable

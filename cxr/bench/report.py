@@ -254,6 +254,8 @@ def _deploy_section(d: dict, m: dict) -> list[str]:
     depthwise ÷ plain ratio per path."""
     from cxr.bench.deploy import PATHS, deploy_ratios
 
+    if "error" in d:
+        return ["## Deployable CPU paths", "", f"The section failed: {d['error']}", ""]
     peak = d["peak"]
     out = [
         f"## Deployable CPU paths ({m['cpu']}, fp32, {d['threads']} threads, batch {d['batch']}, "
@@ -267,9 +269,9 @@ def _deploy_section(d: dict, m: dict) -> list[str]:
         "change (ONNX Runtime's threads sleep while idle; PyTorch's OpenMP threads spin, which lowers its "
         "figure). ONNX Runtime runs one image per call (as `cxr-predict` does). GFLOPs: per "
         "image, 2 × multiply-adds; *model* is what the network computes, *run* what the path executes (the "
-        "rewrites skip some). Achieved GFLOP/s = run GFLOPs × images/s; peak = the best "
+        "rewrites skip some). Achieved GFLOP/s = run GFLOPs × images per CPU-second; peak = the best "
         f"{peak['n']}×{peak['n']} fp32 matmul on the same {peak['threads']} threads at either end of this run, "
-        f"{peak['gflops_per_s']:.0f} GFLOP/s"
+        f"{peak['cpu_gflops_per_s']:.0f} GFLOP/s per CPU-second"
         + (" (" + ", ".join(f"{k} {v:.0f}" for k, v in peak["by"].items()) + ")" if peak.get("by") else "")
         + ". Max abs Δ: largest logit difference from eager PyTorch.",
         "",
