@@ -76,6 +76,9 @@ def test_report_shows_every_path_with_its_share_of_the_peak():
         and "| per CPU-second | 1.50× | 2.00× | 5.00× |" in text
     )
     assert "| depthwise_cnn ≥ 4× plain_cnn's images/s on ONNX Runtime" in text
+    # 6 / 0.6 = 10× the executed FLOPs, at 60 % vs plain's 120 % of the peak: 5× in all
+    assert "ratio of executed FLOPs (10.0×) times the ratio of efficiencies" in text
+    assert "(depthwise_cnn at 60% of the peak ÷ plain_cnn at 120% = 0.50) = 5.00×" in text
     assert "at either end of this run, 300 GFLOP/s per CPU-second (pytorch 200, onnxruntime 300)." in text
     assert "Made by `make bench`" in text  # a hand-made result names no sections: all of them
     alone = report.markdown({**result, "sections": ["deploy"]})
