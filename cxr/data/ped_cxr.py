@@ -36,7 +36,7 @@ from cxr.data.ped_cxr_files import (
 from cxr.data.resumable import EpochSampler, ResumableLoader, seed_augmentation, split_key
 from cxr.data.sampling import (
     RepeatedDataset,
-    class_balanced_sampler,
+    balanced_sample_weights,
     inverse_frequency_weights,
     oversample_to_balance,
     stratified_group_split,
@@ -293,10 +293,7 @@ class PedChestXrayDataModule(pl.LightningDataModule):
         # Order and augmentation follow (seed, epoch) only, so runs repeat and resume exactly; the
         # shuffle follows the training seed (torch's, set by seed_everything), weighted draws `seed`.
         if self.sampler == "weighted":
-            weighted = class_balanced_sampler(dataset.labels, seed=self.seed)
-            sampler = EpochSampler(
-                len(dataset), self.seed, weights=weighted.weights, num_samples=weighted.num_samples
-            )
+            sampler = EpochSampler(len(dataset), self.seed, weights=balanced_sample_weights(dataset.labels))
         elif self.sampler == "oversample":
             dataset = RepeatedDataset(dataset, oversample_to_balance(dataset.labels, seed=self.seed))
             sampler = EpochSampler(len(dataset), torch.initial_seed())

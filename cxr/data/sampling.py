@@ -9,7 +9,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset
 
 from cxr.data.resumable import split_key
 
@@ -86,25 +86,13 @@ def inverse_frequency_weights(counts: Sequence[int] | torch.Tensor) -> torch.Ten
     return (inv / inv.mean()).float()
 
 
-def class_balanced_sampler(
-    labels: Sequence[int] | np.ndarray, seed: int, num_samples: int | None = None
-) -> WeightedRandomSampler:
-    """Sampler drawing each class equally often in expectation: sample weight ``1 / count(label)``.
-
-    Draws ``num_samples`` (default ``len(labels)``) indices with replacement from a generator seeded
-    with ``seed``; successive epochs continue that generator, so they differ but are reproducible.
-    """
+def balanced_sample_weights(labels: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """Per-sample draw weights ``1 / count(label)`` (float64 (N,)): drawn with replacement
+    (:class:`~cxr.data.resumable.EpochSampler`), every class comes up equally often in expectation."""
     labels = np.asarray(labels, dtype=np.int64)
     if labels.size == 0:
-        raise ValueError("cannot build a class-balanced sampler over zero samples")
-    counts = np.bincount(labels)
-    weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
-    return WeightedRandomSampler(
-        weights,
-        num_samples=len(labels) if num_samples is None else num_samples,
-        replacement=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
+        raise ValueError("cannot balance the classes of zero samples")
+    return torch.as_tensor(1.0 / np.bincount(labels)[labels], dtype=torch.float64)
 
 
 def oversample_to_balance(labels: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:

@@ -8,9 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cxr.data.resumable import EpochSampler
 from cxr.data.sampling import (
     RepeatedDataset,
-    class_balanced_sampler,
+    balanced_sample_weights,
     inverse_frequency_weights,
     oversample_to_balance,
     stratified_group_split,
@@ -85,14 +86,26 @@ def test_inverse_frequency_weights_by_hand():
         inverse_frequency_weights([5, 0])
 
 
-def test_class_balanced_sampler_is_balanced_and_seeded():
+def test_balanced_weights_draw_every_class_equally_often_and_follow_the_seed():
     labels = np.array([0] * 10 + [1] * 90)
-    draws = [i for _ in range(20) for i in class_balanced_sampler(labels, seed=0)]
+    weights = balanced_sample_weights(labels)
+    assert weights[:10].sum() == pytest.approx(weights[10:].sum())
+    draws = [i for epoch in range(20) for i, _ in _epoch(EpochSampler(100, 0, weights=weights), epoch)]
     assert len(draws) == 2000
     assert 0.45 <= labels[draws].mean() <= 0.55
-    assert list(class_balanced_sampler(labels, seed=1)) == list(class_balanced_sampler(labels, seed=1))
-    assert list(class_balanced_sampler(labels, seed=1)) != list(class_balanced_sampler(labels, seed=2))
-    assert len(list(class_balanced_sampler(labels, seed=0, num_samples=7))) == 7
+    same = _epoch(EpochSampler(100, 1, weights=weights), 0)
+    assert (
+        same
+        == _epoch(EpochSampler(100, 1, weights=weights), 0)
+        != _epoch(EpochSampler(100, 2, weights=weights), 0)
+    )
+    with pytest.raises(ValueError, match="zero samples"):
+        balanced_sample_weights([])
+
+
+def _epoch(sampler, epoch):
+    sampler.set_epoch(epoch)
+    return list(sampler)
 
 
 def test_oversampling_balances_the_classes_by_repeating_the_smaller_ones():
