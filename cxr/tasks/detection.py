@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAUROC, MulticlassPrecision, MulticlassRecall
 
+from cxr.data.boxes import to_original
 from cxr.metrics import RSNAMeanAP
 from cxr.metrics.coco import coco_map
 from cxr.tasks.optim import check_monitor_mode, configure_optimizers
@@ -239,16 +240,14 @@ class DetectionTask(pl.LightningModule):
         "scores" (K,), "global_probs" (global_classes,) or None}``; all detections above the
         model's ``score_thresh``, unfiltered by the tuned ``self.score_thresh``."""
         detections = self.model(batch["image"])
-        in_h, in_w = batch["image"].shape[-2:]
+        size = batch["image"].shape[-1]  # square S x S network input
         results = []
         for i, det in enumerate(detections):
-            orig_h, orig_w = (float(v) for v in batch["orig_size"][i])
-            scale = det["boxes"].new_tensor([orig_w / in_w, orig_h / in_h, orig_w / in_w, orig_h / in_h])
             results.append(
                 {
                     "patient_id": batch["patient_id"][i],
                     "index": int(batch["index"][i]),
-                    "boxes": det["boxes"] * scale,
+                    "boxes": to_original(det["boxes"], batch["orig_size"][i].tolist(), size),
                     "scores": det["scores"],
                     "global_probs": det["global_logits"].softmax(dim=0) if "global_logits" in det else None,
                 }
