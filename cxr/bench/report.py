@@ -129,7 +129,7 @@ def markdown(result: dict, figure: str | None = None) -> str:
             "reset its high-water mark and the import-time peak hid the model's); on CUDA "
             "`max_memory_allocated`. Each row's machine is in its setting column. The `channels_last + BN "
             "folded` rows are CPU inference only, the deployable CPU path applied to plain_cnn and "
-            "depthwise_cnn alike: BatchNorm folded into the preceding conv (`cxr.tasks.callbacks.speed.fold_batch_norm`) "
+            "depthwise_cnn alike: BatchNorm folded into the preceding conv (`cxr.inference.optimise.fold_batch_norm`) "
             "and NHWC layout.",
             "",
         ]
@@ -264,7 +264,8 @@ def _deploy_section(d: dict, m: dict) -> list[str]:
         "`eager`: PyTorch as trained (NCHW). `folded + channels_last`: BatchNorm folded into the convs, NHWC "
         "(`cxr-predict --backend pytorch`). `onnxruntime`: the file `cxr-export` writes (BN folded, exact "
         "rewrites of `cxr.inference.onnx_form`) on the session `cxr-predict --backend onnxruntime` uses. "
-        f"Images/s: {_runs(d['repeats'])} per path after a warm-up, both models timed in turns; *per CPU-s*: "
+        f"Images/s: {_runs(d['repeats'])} per path or of as many as fit in {d.get('seconds', 0):g} s, after a "
+        "warm-up, both models timed in turns; *per CPU-s*: "
         "images per second of the process's CPU time × threads, which other processes on the cores barely "
         "change (the section runs in its own process whose OpenMP and ONNX Runtime threads sleep while idle, "
         "so CPU time counts work). ONNX Runtime runs one image per call (as `cxr-predict` does). GFLOPs: per "

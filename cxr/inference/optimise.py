@@ -37,7 +37,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
 
 def optimise_for_inference(model: nn.Module) -> nn.Module:
-    """Eval mode, every BatchNorm that follows a conv folded into it (:func:`cxr.tasks.callbacks.speed.fold_batch_norm`)
+    """Eval mode, every BatchNorm that follows a conv folded into it (:func:`cxr.inference.optimise.fold_batch_norm`)
     and channels_last weights, in place; returns ``model``. Outputs are unchanged up to float
     rounding; it is the deployable CPU path ``make bench`` measures (plain_cnn and depthwise_cnn
     infer 2-4x faster on CPU with it). For inference only: the folded model cannot train."""

@@ -1,4 +1,4 @@
-"""SpeedUp (channels_last, torch.compile) as a callback, and its wiring through ``trainer=fast``."""
+"""SpeedUp (channels_last, torch.compile) as a callback, and its wiring through ``callbacks=fast``."""
 
 import pytest
 import pytorch_lightning as pl
@@ -91,17 +91,17 @@ def test_compile_is_in_place_and_keeps_state_dict_keys():
         SpeedUp(compile=True, compile_mode="fastest")
 
 
-def test_trainer_fast_selects_precision_channels_last_and_optional_compile():
-    cfg = compose(["trainer=fast"])
+def test_trainer_fast_selects_precision_and_callbacks_fast_channels_last_and_optional_compile():
+    cfg = compose(["trainer=fast", "callbacks=fast"])
     assert cfg.trainer.precision == ("bf16-mixed" if torch.cuda.is_available() else "32-true")
-    assert cfg.trainer.benchmark is True and {"model_checkpoint", "speed"} <= set(cfg.callbacks)
+    assert cfg.trainer.benchmark is True and {"model_checkpoint", "nonfinite", "speed"} <= set(cfg.callbacks)
     speed = instantiate(cfg.callbacks.speed)
     assert isinstance(speed, SpeedUp) and speed.channels_last and not speed.compile
     cfg = compose(
-        ["trainer=fast", "callbacks=none", "callbacks.speed.compile=true", "trainer.precision=16-mixed"]
+        ["trainer=fast", "callbacks=fast", "callbacks.speed.compile=true", "trainer.precision=16-mixed"]
     )
-    assert list(cfg.callbacks) == ["speed"] and instantiate(cfg.callbacks.speed).compile
-    assert cfg.trainer.precision == "16-mixed"
+    assert instantiate(cfg.callbacks.speed).compile and cfg.trainer.precision == "16-mixed"
+    assert "speed" not in compose(["trainer=fast"]).callbacks  # a trainer setting touches no callback
     assert "speed" not in compose(["trainer=cpu"]).callbacks  # off unless asked for
 
 
@@ -118,6 +118,7 @@ def test_cxr_train_with_trainer_fast_runs_channels_last(ped_cxr_dir, tmp_path):
             f"datamodule.cache_dir={tmp_path / 'cache'}",
             "model=depthwise_cnn",
             "trainer=fast",
+            "callbacks=fast",
             "trainer.accelerator=cpu",
             "trainer.precision=32-true",
             "+trainer.fast_dev_run=true",
@@ -165,6 +166,7 @@ def test_trainer_fast_on_a_gpu_trains_in_bf16_with_channels_last(ped_cxr_dir, tm
             f"datamodule.cache_dir={tmp_path / 'cache'}",
             "model=depthwise_cnn",
             "trainer=fast",
+            "callbacks=fast",
             "trainer.max_epochs=2",
             "trainer.enable_progress_bar=false",
         ],
