@@ -10,7 +10,8 @@ threads (PyTorch and ONNX Runtime alike), fp32:
   rewrites of :mod:`cxr.inference.onnx_form`) on the session ``cxr-predict`` uses
   (:class:`cxr.inference.onnx_member.OnnxClassifier`: one image per call).
 
-Figures per row: images/s (median of ``deploy_repeats`` timed runs after a warm-up; the paths of both
+Figures per row: images/s (median of at least ``deploy_repeats`` timed runs, and of as many as fit in
+``deploy_seconds``, after a warm-up; the paths of both
 models are timed in turns, run by run, so that a change in the machine's load hits both), images per
 CPU-second × threads (``cpu_images_per_s``: the process's CPU time, which other processes on the
 cores barely change; the target is judged on it), the model's
@@ -142,18 +143,24 @@ def _runner(model: torch.nn.Module, path: str, images: torch.Tensor, work: Path,
     return run_torch, run_torch(), count_flops(net, shape)
 
 
-def _time_in_turns(runs: dict[str, Callable], repeats: int) -> dict[str, tuple[list[float], list[float]]]:
-    """One warm-up each, then ``repeats`` rounds timing every run once per round: per run, the wall
-    seconds and the process CPU seconds (all threads) of each round."""
+def _time_in_turns(
+    runs: dict[str, Callable], repeats: int, min_seconds: float = 0.0
+) -> dict[str, tuple[list[float], list[float]]]:
+    """One warm-up each, then rounds timing every run once per round: at least ``repeats`` rounds,
+    and more while the rounds so far took under ``min_seconds`` of wall time (fast paths get many
+    rounds, which evens out bursts of other load). Per run, the wall seconds and the process CPU
+    seconds (all threads) of each round."""
     for run in runs.values():
         run()
     times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in runs}
-    for _ in range(repeats):
+    started, rounds = time.perf_counter(), 0
+    while rounds < repeats or time.perf_counter() - started < min_seconds:
         for key, run in runs.items():
             start, cpu = time.perf_counter(), time.process_time()
             run()
             times[key][1].append(time.process_time() - cpu)
             times[key][0].append(time.perf_counter() - start)
+        rounds += 1
     return times
 
 
@@ -217,7 +224,7 @@ def measure_deploy(s: Settings) -> dict:
                         reference[name] = logits
                     runs[name] = run
                     found[name] = (flops, float((logits - reference[name]).abs().max()))
-                times = _time_in_turns(runs, s.deploy_repeats)
+                times = _time_in_turns(runs, s.deploy_repeats, s.deploy_seconds)
                 for name, (runs_s, cpu_s) in times.items():
                     rate = s.deploy_batch / statistics.median(runs_s)
                     cpu_rate = s.deploy_batch * s.deploy_threads / statistics.median(cpu_s)
@@ -253,6 +260,7 @@ def measure_deploy(s: Settings) -> dict:
         "batch": s.deploy_batch,
         "image_size": s.cls_size,
         "repeats": s.deploy_repeats,
+        "seconds": s.deploy_seconds,
         "rows": rows,
     }
 

@@ -45,6 +45,7 @@ class Settings:
     deploy_batch: int = 16
     deploy_threads: int = 2  # PyTorch and ONNX Runtime alike
     deploy_repeats: int = 5
+    deploy_seconds: float = 15.0  # per path: fast paths are timed for many more rounds than the minimum
     gpu: bool = False
     compile: bool = False
     quick: bool = False
@@ -69,6 +70,7 @@ class Settings:
             metric_images=300,
             deploy_batch=4,
             deploy_repeats=1,
+            deploy_seconds=0.0,
             gpu_train_batch=8,
             gpu_det_train_batch=4,
             gpu_repeats=2,

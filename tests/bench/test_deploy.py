@@ -137,3 +137,20 @@ def test_section_runs_in_a_child_process_and_reports_its_failure():
     assert out["error"].startswith("exit 1")
     assert deploy_ratios(out)["onnxruntime"] is None and deploy_targets(out)[0]["met"] is None
     assert "The section failed: exit 1" in report._deploy_section(out, {"cpu": "x"})[2]
+
+
+def test_fast_paths_get_more_rounds_than_the_minimum():
+    from cxr.bench.deploy import _time_in_turns
+
+    calls = {"a": 0, "b": 0}
+
+    def counter(key):
+        def run():
+            calls[key] += 1
+
+        return run
+
+    times = _time_in_turns({"a": counter("a"), "b": counter("b")}, repeats=3)
+    assert [len(times["a"][0]), len(times["b"][1])] == [3, 3] and calls == {"a": 4, "b": 4}  # + warm-up
+    times = _time_in_turns({"a": counter("a")}, repeats=3, min_seconds=0.05)
+    assert len(times["a"][0]) > 3 and len(times["a"][0]) == len(times["a"][1])
