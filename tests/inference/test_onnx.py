@@ -220,7 +220,7 @@ def test_cxr_predict_backends_give_the_same_predictions(tmp_path):
         assert (tables[backend]["label"] == tables["pytorch"]["label"]).all()
 
 
-def test_onnx_classifier_gives_the_same_logits_whatever_its_micro_batch(tmp_path):
+def test_onnx_classifier_gives_the_same_logits_however_it_splits_the_batch(tmp_path):
     pytest.importorskip("onnxruntime")
     from cxr.inference.export import export_model
     from cxr.inference.onnx_member import OnnxClassifier
@@ -228,10 +228,13 @@ def test_onnx_classifier_gives_the_same_logits_whatever_its_micro_batch(tmp_path
     model, _ = _model("depthwise_cnn")
     path = export_model(model, tmp_path / "m.onnx", _images(2))
     images = _images(5, seed=6)
-    one, whole = (
-        OnnxClassifier(path, 1, micro_batch=1)(images),
-        OnnxClassifier(path, 1, micro_batch=8)(images),
-    )
-    assert one.shape == (5, 1) and torch.allclose(one, whole, atol=1e-6)
+    with torch.no_grad():
+        expected = model(images)
+    for threads, micro in ((1, 1), (1, 8), (2, 1), (3, 2)):  # (3, 2): 3 chunks on 3 sessions, in order
+        logits = OnnxClassifier(path, threads, micro_batch=micro)(images)
+        assert logits.shape == (5, 1) and torch.allclose(logits, expected, atol=1e-5), (threads, micro)
+    two = OnnxClassifier(path, 2)
+    assert torch.allclose(two(images[:1]), expected[:1], atol=1e-5)  # fewer images than threads
+    assert two(images[:0]).shape == (0, 1)
     with pytest.raises(ValueError, match="micro_batch"):
         OnnxClassifier(path, 1, micro_batch=0)
