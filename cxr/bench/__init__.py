@@ -1,4 +1,5 @@
-"""``make bench`` / ``cxr-bench``: measured speed of the input pipeline, the models and the RSNA metric.
+"""``make bench`` / ``cxr-bench``: measured speed of the input pipeline, the models, their deployable CPU
+paths (eager, folded + channels_last, ONNX Runtime) and the RSNA metric.
 
 Writes ``<out>/bench-<device>.json`` (every figure, the machine, the settings), ``bench-<device>.md``
 (tables and the issue's targets, met or not) and ``bench-<device>.png`` (the pipeline against each
@@ -16,7 +17,7 @@ imports (weights, activations, gradients, optimiser state and allocator slack; s
 the caching allocator's reserve).
 
 Modules: :mod:`~cxr.bench.settings` (what is run), :mod:`~cxr.bench.timing`, :mod:`~cxr.bench.pipeline`,
-:mod:`~cxr.bench.models`, :mod:`~cxr.bench.fed` (sections), :mod:`~cxr.bench.targets` (ratios, targets),
+:mod:`~cxr.bench.models`, :mod:`~cxr.bench.deploy`, :mod:`~cxr.bench.fed` (sections), :mod:`~cxr.bench.targets` (ratios, targets),
 :mod:`~cxr.bench.report` (Markdown), :mod:`~cxr.bench.plot` (the figure), :mod:`~cxr.bench.run`
 (the command).
 """
