@@ -11,7 +11,7 @@ CLASSIFIERS = ("plain_cnn", "depthwise_cnn", "mobilenet")
 class Settings:
     """Sizes and repeat counts of one bench run; :meth:`quick_run` shrinks everything for a smoke run.
 
-    The defaults keep ``make bench`` near 10 minutes on 2 CPU cores. RetinaNet needs ~275 GFLOPs per
+    The defaults keep ``make bench`` near 12 minutes on 2 CPU cores (the deploy section about 2). RetinaNet needs ~275 GFLOPs per
     512 px image (~1-2 s per image on 2 cores, about a minute per batch of 32), so on CPU it trains at
     a small batch and every RetinaNet figure is ``det_repeats_cpu`` timed runs after one warm-up.
     """
