@@ -70,11 +70,15 @@ def exit_on_error(prog: str) -> Iterator[None]:
         raise SystemExit(f"{prog}: error: {message}") from None
 
 
-def expand(patterns: Sequence[str | Path]) -> list[Path]:
+def expand(patterns: Sequence[str | Path], suffix: str | None = None) -> list[Path]:
     """Paths with wildcards (``*``, ``?``, ``[...]``, ``**``) expanded and sorted; a pattern that
-    matches nothing stays as given, so that the caller's 'no such file' names it."""
+    matches nothing stays as given, so that the caller's 'no such file' names it. With ``suffix``
+    (e.g. ``".ckpt"``), what a wildcard matches is kept only with that suffix (a checkpoint folder
+    also holds ``postprocess.json`` and ONNX exports); paths named in full are kept as given."""
     paths: list[Path] = []
     for pattern in map(str, patterns):
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
+        if suffix is not None:
+            matches = [m for m in matches if m.endswith(suffix)]
         paths.extend(Path(p) for p in matches or [pattern])
     return paths

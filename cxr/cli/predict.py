@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with exit_on_error(PROG):
         predict(
-            expand(args.ckpt),
+            expand(args.ckpt, suffix=".ckpt"),
             expand(args.input),
             args.out,
             device=args.device,

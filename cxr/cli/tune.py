@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from cxr.inference.postprocess import PostprocessSettings
     from cxr.inference.tune import tune_thresholds
 
-    checkpoints = expand(args.ckpt)
+    checkpoints = expand(args.ckpt, suffix=".ckpt")
     loading = {"batch_size": args.batch_size, "num_workers": args.num_workers, "cache_dir": args.cache_dir}
     options = {k: v for k, v in loading.items() if v is not None}
     with exit_on_error(PROG):

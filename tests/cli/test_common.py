@@ -46,6 +46,13 @@ def test_expand_sorts_glob_matches_and_keeps_patterns_without_any(tmp_path):
     assert expand([str(tmp_path / "none*.ckpt")]) == [tmp_path / "none*.ckpt"]
 
 
+def test_expand_with_a_suffix_keeps_only_checkpoints_from_a_wildcard(tmp_path):
+    for name in ("a.ckpt", "a.ckpt.onnx", "postprocess.json"):
+        (tmp_path / name).touch()
+    assert expand([str(tmp_path / "*")], suffix=".ckpt") == [tmp_path / "a.ckpt"]
+    assert expand([str(tmp_path / "postprocess.json")], suffix=".ckpt") == [tmp_path / "postprocess.json"]
+
+
 def test_exit_on_error_gives_one_line_for_file_and_value_errors_only():
     with pytest.raises(SystemExit, match=r"^cxr-x: error: no such file$"):
         with exit_on_error("cxr-x"):

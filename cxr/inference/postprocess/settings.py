@@ -60,7 +60,7 @@ class PostprocessSettings:
             one NMS (:func:`ensemble_detections`), or ``"wbf"``, weighted box fusion
             (:func:`cxr.inference.postprocess.wbf.weighted_boxes_fusion`).
         nms_thresh: IoU above which the ensemble's single NMS suppresses a box, or WBF clusters it
-            (detection).
+            (detection); 1.0 suppresses nothing (the paper's optimum lies "between 0.45 and 1").
         score_thresh: boxes scoring below it are dropped (detection).
         score_mode: how the ensemble scores a box, ``"mean"`` or ``"max"`` (:func:`ensemble_detections`).
         box_size: ``"none"``, ``"shrink"`` or ``"percentile"`` (:mod:`cxr.inference.postprocess.boxes`).
@@ -99,8 +99,6 @@ class PostprocessSettings:
             value = getattr(self, name)
             if value is not None and not 0.0 <= float(value) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {value}")
-        if self.nms_thresh is not None and float(self.nms_thresh) >= 1.0:
-            problems.append(f"nms_thresh must be < 1, got {self.nms_thresh}")
         if not self.shrink > 0 or not self.percentile_scale >= 0:
             problems.append(
                 f"need shrink > 0 and percentile_scale >= 0, got {self.shrink}, {self.percentile_scale}"

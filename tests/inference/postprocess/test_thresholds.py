@@ -91,8 +91,11 @@ def test_settings_round_trip_and_are_found_beside_the_checkpoints(tmp_path):
     path.write_text(json.dumps({"task": "detection", "nms": 0.5}))
     with pytest.raises(ValueError, match=r"postprocess.json: unknown post-processing setting\(s\) \['nms'\]"):
         PostprocessSettings.load(path)
-    with pytest.raises(ValueError, match="nms_thresh must be < 1"):
-        PostprocessSettings("detection", nms_thresh=1.0)
+    # 1.0 suppresses nothing: a point of the sweep that cxr-tune may choose and must be able to store
+    path.write_text(json.dumps({"task": "detection", "nms_thresh": 1.0}))
+    assert PostprocessSettings.load(path).nms_thresh == 1.0
+    with pytest.raises(ValueError, match=r"nms_thresh must be in \[0, 1\], got 1.5"):
+        PostprocessSettings("detection", nms_thresh=1.5)
 
 
 def test_fig8_plot_is_written(tmp_path):
