@@ -41,11 +41,12 @@ def training_loss(model: torch.nn.Module, images: torch.Tensor, batch: dict) -> 
         if logits.shape[1] == 1:
             return F.binary_cross_entropy_with_logits(logits[:, 0].float(), labels.float())
         return F.cross_entropy(logits.float(), labels)
-    out = model(images, [{"boxes": b.to(images.device)} for b in batch["boxes"]])
-    loss = out["loss_box_cls"] + out["loss_box_reg"]
-    if "global_logits" in out:
-        loss = loss + 0.1 * F.cross_entropy(out["global_logits"].float(), batch["cls"].to(images.device))
-    return loss
+    targets = [
+        {"boxes": b.to(images.device), "cls": int(c)}
+        for b, c in zip(batch["boxes"], batch["cls"], strict=True)
+    ]
+    out = model(images, targets)  # torchvision's contract: a loss dict in train mode
+    return out["loss_box_cls"] + out["loss_box_reg"] + 0.1 * out.get("loss_global", 0.0)
 
 
 def train_step(
