@@ -82,3 +82,16 @@ def expand(patterns: Sequence[str | Path], suffix: str | None = None) -> list[Pa
             matches = [m for m in matches if m.endswith(suffix)]
         paths.extend(Path(p) for p in matches or [pattern])
     return paths
+
+
+def raised_in(error: BaseException, package: str) -> bool:
+    """Whether ``error`` was raised by code of ``package`` (the innermost frame of its traceback):
+    e.g. a ``ValueError`` from ``cxr.data`` is a problem of the input data, by that package's
+    contract one line naming the file, where one from elsewhere is a bug that keeps its traceback."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return module == package or module.startswith(f"{package}.")

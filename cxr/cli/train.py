@@ -19,6 +19,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from cxr.cli.common import raised_in
 from cxr.config.compose import CONFIG_DIR, build_augment, register_resolvers
 from cxr.config.runs import (
     finished_metrics,
@@ -99,6 +100,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         metrics = run(cfg)
     except ConfigError as err:
         raise SystemExit(f"cxr-train: error: {err}") from None
+    except (ValueError, OSError) as err:
+        if not raised_in(err, "cxr.data"):
+            raise
+        # bad input data (a layout, label or image problem; a full disk): one line, the file named
+        log.debug("data error", exc_info=err)
+        raise SystemExit(f"cxr-train: error: {' '.join(str(err).split())}") from None
     monitor = cfg.task.get("monitor")
     return metrics.get(f"best/{monitor}", metrics.get(monitor)) if monitor else None
 

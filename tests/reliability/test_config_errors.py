@@ -351,3 +351,35 @@ def test_a_run_folder_that_is_a_file_or_under_one_is_refused(ped_cxr_dir: Path, 
             ["-m", f"datamodule.data_dir={ped_cxr_dir}", "seed=0,1", f"hydra.sweep.dir={blocker}/sweep"]
         )
     assert _one_line(err) == f"hydra.sweep.dir={blocker}/sweep: {blocker} is a file, not a folder"
+
+
+def test_cli_data_problem_found_while_training_is_one_line(tmp_path: Path, ped_cxr_dir: Path) -> None:
+    """A problem of the data that only the datamodule sees (a byte-identical train and test image under
+    strict=true) stops cxr-train with one line naming it, not a traceback."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(ped_cxr_dir, data)
+    leaked = next((data / "train" / "NORMAL").iterdir())
+    shutil.copy(leaked, data / "test" / "NORMAL" / f"copy-{leaked.name}")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxr.cli.train",
+            f"datamodule.data_dir={data}",
+            "datamodule.strict=true",
+            "datamodule.num_workers=0",
+            f"datamodule.cache_dir={tmp_path / 'cache'}",
+            "trainer=cpu",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("cxr-train: error:")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr[-2000:]
+    assert leaked.name in errors[0] and "Traceback" not in done.stderr
