@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cxr.cli.common import raised_in
-from cxr.config.compose import CONFIG_DIR, build_augment, register_resolvers
+from cxr.config.compose import CONFIG_DIR, register_resolvers
 from cxr.config.runs import (
     finished_metrics,
     metrics_json,
@@ -38,7 +38,7 @@ register_run_id_resolver()  # hydra.sweep.subdir=${cxr_run_id:}: a sweep job's f
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test as configured; return the metrics written to ``metrics.json``."""
-    validate_config(cfg)  # first: a config error is one line, before heavy imports, files or data
+    augment = validate_config(cfg)  # first: a config error is one line, before heavy imports, files or data
     if cfg.get("skip_finished") and (done := finished_metrics(cfg.paths.output_dir, cfg)) is not None:
         log.info("%s finished with this config before: skipped (skip_finished=true)", cfg.paths.output_dir)
         return done
@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     output_dir, ckpt_path = prepare_run_folder(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.datamodule, augment=build_augment(cfg.augment), _convert_="all")
+    datamodule = instantiate(cfg.datamodule, augment=augment, _convert_="all")
     model = _build(cfg.model, "model")
     task = instantiate(cfg.task, model=model, _convert_="all")
     callbacks = [instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c]

@@ -232,11 +232,16 @@ def _layout(datamodule: dict) -> str:
     return f"; {lines[0]} {', '.join(lines[1:])}".rstrip() if lines else ""
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Check a composed ``cxr-train`` config without instantiating anything or reading data.
+def validate_config(cfg: DictConfig) -> list:
+    """Check a composed ``cxr-train`` config without instantiating anything but the augmentation, or
+    reading data.
 
     Cheap checks come first (data folder, settings), then every ``_target_`` is imported and its
-    signature compared with the keys given.
+    signature compared with the keys given; last the augmentation set is built (albumentations
+    checks its own arguments), and returned, so that a run builds it once.
+
+    Returns:
+        The augmentation transforms of ``cfg.augment`` (:func:`cxr.config.compose.build_augment`).
 
     Raises:
         ConfigError: the first problem found, in one line.
@@ -281,14 +286,14 @@ def validate_config(cfg: DictConfig) -> None:
     for group in ("datamodule", "model", "task", "trainer", "logger", "callbacks"):
         for node, path in _targets(tree.get(group), group):
             _check_target(node, path, INJECTED.get(group, set()) if path == group else set(), cfg)
-    _check_augment(cfg)
+    return _build_augment(cfg)
 
 
-def _check_augment(cfg: DictConfig) -> None:
+def _build_augment(cfg: DictConfig) -> list:
     from cxr.config.compose import build_augment
 
     try:
-        build_augment(cfg.get("augment"))
+        return build_augment(cfg.get("augment"))
     except ValueError as err:
         raise ConfigError(" ".join(str(err).split())) from None
 
