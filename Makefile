@@ -60,9 +60,11 @@ augment-grids: install
 # Re-running skips finished runs and resumes interrupted ones. ARGS="--tables go2020_table2 -- hydra/launcher=slurm"
 PROFILE ?= smoke
 DATA_ROOT ?=
+DATA_NOTE ?=
 ARGS ?=
 reproduce-tables: install
-	$(PY) -m cxr.cli.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(ARGS)
+	$(PY) -m cxr.cli.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) \
+	  $(if $(DATA_NOTE),--data-note "$(DATA_NOTE)",) $(ARGS)
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

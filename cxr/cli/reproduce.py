@@ -35,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="folder with chest_xray/ and rsna/, or one dataset folder itself (a Kermany train/ test/ "
         "folder or the RSNA challenge layout); smoke default: logs/reproduce/data, generated",
     )
+    parser.add_argument(
+        "--data-note",
+        default="",
+        help="what the data is, for every caption (DATA_NOTE=...): release, split, sizes",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: experiments/results/<profile>")
     parser.add_argument(
         "--tables",
@@ -66,7 +71,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = args.out or Path("experiments/results") / profile.name
     cache_dir = Path("logs/reproduce/cache") if synthetic else None
     runs_dir = out / "runs"
-    command = f"make reproduce-tables PROFILE={profile.name}" + ("" if synthetic else " DATA_ROOT=...")
+    command = f"make reproduce-tables PROFILE={profile.name}" + (
+        f" DATA_ROOT={args.data_root}" if args.data_root else ""
+    )
+    if args.data_note:
+        command += f' DATA_NOTE="{args.data_note}"'
+
     start = time.perf_counter()
 
     if not args.dry_run and not args.tables_only:
@@ -96,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"  sweep done in {time.perf_counter() - t0:.0f} s{note}", flush=True)
     if args.dry_run:
         return
-    written = write_outputs(tables, jobs, profile, out, data_root, command, cache_dir)
+    written = write_outputs(tables, jobs, profile, out, data_root, command, cache_dir, args.data_note)
     missing = sum(job_status(runs_dir / j.run_id) != "finished" for j in jobs)
     print(
         f"wrote {len(written)} files to {out} in {time.perf_counter() - start:.0f} s"

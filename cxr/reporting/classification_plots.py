@@ -52,9 +52,15 @@ def classification_figure(
     if not any(rows.values()):
         log.warning("%s: no run has test_predictions.csv, no figure", path)
         return None
-    n_rows = len(runs)
-    fig = Figure(figsize=(4.2 * (2 + n_rows), 4.4), layout="constrained")
-    roc_ax, pr_ax, *cm_axes = fig.subplots(1, 2 + n_rows)
+    # ROC and PR side by side on top, then the confusion matrices, four to a line
+    per_line = min(4, len(runs))
+    lines = -(-len(runs) // per_line)
+    fig = Figure(figsize=(3.6 * per_line + 1.0, 4.8 + 3.2 * lines), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(4.8, 3.2 * lines))
+    roc_ax, pr_ax = top.subplots(1, 2)
+    cm_axes = list(bottom.subplots(lines, per_line, squeeze=False).ravel())
+    for ax in cm_axes[len(runs) :]:
+        ax.set_axis_off()
     for i, (label, frames) in enumerate(rows.items()):
         aucs, aps = [], []
         for k, frame in enumerate(frames):
@@ -75,7 +81,7 @@ def classification_figure(
     for ax in (roc_ax, pr_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", loc="lower right" if ax is roc_ax else "lower left")
-    for ax, (label, dirs) in zip(cm_axes, runs.items(), strict=True):
+    for ax, (label, dirs) in zip(cm_axes, runs.items(), strict=False):
         matrices = [m for m in map(_confusion, dirs) if m is not None]
         if not matrices:
             ax.set_axis_off()

@@ -65,6 +65,6 @@ def test_classification_figure_draws_curves_and_matrices_and_skips_missing_runs(
     runs = {"row a": [good, tmp_path / "missing"], "row b": [None]}
     path = classification_figure(runs, tmp_path / "fig.png", "title")
     width, height = Image.open(path).size
-    assert width > 2 * height  # ROC, PR and one matrix per row side by side
+    assert width > 500 and height > 500  # the curves above, a matrix per row below
     assert classification_figure({"row b": [tmp_path / "missing"]}, tmp_path / "none.png", "t") is None
     assert not (tmp_path / "none.png").exists()

@@ -81,12 +81,12 @@ def _machine() -> str:
     )
 
 
-def caption(table: Table, profile: Profile, data_root: Path, command: str) -> str:
+def caption(table: Table, profile: Profile, data_root: Path, command: str, data_note: str = "") -> str:
     reps = profile.seeds if table.task == "classification" else profile.folds
     what = "seeds" if table.task == "classification" else "validation folds"
     return (
         f"**{table.title}.** Ours: mean ± std over {what} {', '.join(map(str, reps))} (runs = finished / "
-        f"planned); {profile.description}; data `{data_root}`. {table.paper_note[:1].upper()}{table.paper_note[1:]}. "
+        f"planned); {profile.description}; data `{data_root}`{f' ({data_note})' if data_note else ''}. {table.paper_note[:1].upper()}{table.paper_note[1:]}. "
         f"Made by `{command}`."
     )
 
@@ -123,8 +123,10 @@ def write_outputs(
     data_root: Path,
     command: str,
     cache_dir: Path | None,
+    data_note: str = "",
 ) -> list[Path]:
-    """Tables (Markdown + CSV), curves and the NMS figure for ``tables``; the runs index; ``tables.md``."""
+    """Tables (Markdown + CSV), curves and the NMS figure for ``tables``; the runs index; ``tables.md``.
+    ``data_note`` says in every caption what the data is (e.g. which release, which split)."""
     import pandas as pd
 
     from cxr.reporting import plots
@@ -144,7 +146,7 @@ def write_outputs(
             if encoder is not None:
                 extra.setdefault(job.row, {})["timm encoder"] = encoder
         numbers, shown = build_table(table, runs, extra)
-        text = caption(table, profile, data_root, command)
+        text = caption(table, profile, data_root, command, data_note)
         if table.throughput:
             text += (
                 " Throughput: inference, float32, batch 16, random input; eager PyTorch and the model "
@@ -167,7 +169,7 @@ def write_outputs(
                 f"mean ± std over folds; box shrink ×{SHRINK:g} about each box centre after NMS. The ensemble "
                 f"averages the models trained on the same folds with different augmentations (a fold "
                 f"ensemble cannot be scored on cross-validation folds: each image trained three of the four "
-                f"fold models); {profile.description}; data `{data_root}`. Paper: Fig. 8 only, no table. "
+                f"fold models); {profile.description}; data `{data_root}`{f' ({data_note})' if data_note else ''}. Paper: Fig. 8 only, no table. "
                 f"Made by `{command}`."
             )
             written += write_table(numbers, shown, text, out, "gabruseva2020_postprocess")
