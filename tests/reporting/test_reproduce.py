@@ -170,7 +170,7 @@ def test_reproduce_end_to_end_then_a_rerun_launches_nothing(ped_cxr_dir, tmp_pat
     table = (out / "go2020_table2.md").read_text()
     assert (
         "| without DA | 1/1 |" in table
-        and "| with DA (paper_da) | 1/1 |" in table
+        and "| with DA (paper_da + oversampling) | 1/1 |" in table
         and "tiny test profile" in table
     )
     assert (out / "go2020_table2_curves.png").is_file() and (out / "tables.md").is_file()
