@@ -27,19 +27,24 @@ def measure(name: str, size: int = 512, n: int = 200, seed: int = 0) -> float:
     from cxr.data.transforms import RadiographTransform
     from cxr.synth.phantom import chest_phantom, lung_boxes
 
-    torch.set_num_threads(1)
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)  # one loader worker's view; restored after, so callers keep theirs
     cv2.setNumThreads(1)
-    rng = np.random.default_rng(seed)
-    transform = RadiographTransform(build_augment(compose([f"augment={name}"]).augment))
-    x1, y1 = lung_boxes(size, size)[0][:2]
-    boxes = [np.array([[x1, y1, x1 + 60, y1 + 80]] * k, np.float32) for k in range(5)]
-    images = [chest_phantom(rng, size, size) for _ in range(8)]
-    for i in range(10):  # warm-up
-        transform(images[i % 8], boxes[i % 5])
-    start = time.perf_counter()
-    for i in range(n):
-        transform(images[i % 8], boxes[i % 5])
-    return n / (time.perf_counter() - start)
+    try:
+        rng = np.random.default_rng(seed)
+        transform = RadiographTransform(build_augment(compose([f"augment={name}"]).augment))
+        x1, y1 = lung_boxes(size, size)[0][:2]
+        boxes = [np.array([[x1, y1, x1 + 60, y1 + 80]] * k, np.float32) for k in range(5)]
+        images = [chest_phantom(rng, size, size) for _ in range(8)]
+        for i in range(10):  # warm-up
+            transform(images[i % 8], boxes[i % 5])
+        start = time.perf_counter()
+        for i in range(n):
+            transform(images[i % 8], boxes[i % 5])
+        return n / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
 
 
 def main(argv: list[str] | None = None) -> None:

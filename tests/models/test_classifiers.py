@@ -415,9 +415,11 @@ def _phantom_batch(rng, n, size):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "lr"), [("plain_cnn", 1e-2), ("depthwise_cnn", 5e-3)])
-def test_learns_to_see_opacities(name, lr):
-    steps, batch = 40, 16
+# the literal depthwise swap learns slower: at 40 steps one of six (seed, thread count) cases reached
+# only 0.73; at 80 steps all reached 0.97-1.0
+@pytest.mark.parametrize(("name", "lr", "steps"), [("plain_cnn", 1e-2, 40), ("depthwise_cnn", 5e-3, 80)])
+def test_learns_to_see_opacities(name, lr, steps):
+    batch = 16
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     # fresh phantoms for every step, so held-out accuracy measures learning, not memorising
