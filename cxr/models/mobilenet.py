@@ -30,7 +30,9 @@ class MobileNet(nn.Module):
             variant (e.g. saved with ``torch.save(timm_model.state_dict(), path)``). A 3-channel
             stem is adapted to ``in_chans`` with ``timm.models.adapt_input_conv`` (RGB kernels
             summed for one channel); a classifier of another shape (e.g. 1000 ImageNet classes) is
-            skipped and logged, leaving the new head randomly initialised. Nothing is downloaded.
+            skipped and logged, leaving the new head at its zero start. Nothing is downloaded.
+
+    The classifier starts at zero (every logit 0), not at timm's fan-out scaled init.
 
     Input: float32 (B, in_chans, H, W), normalised images, H, W >= 32. Output: logits float32
     (B, num_classes). timm vocabulary (``num_features``, ``forward_features``, ``forward_head``)
@@ -54,6 +56,12 @@ class MobileNet(nn.Module):
         self.model = timm.create_model(
             variant, pretrained=False, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate
         )
+        # timm scales a small head's init by its fan-out: for one logit that draws weights up to ±1
+        # over 1,280 features, so training starts from logits of std ~6 and a loss ~6; zero starts
+        # every class at even odds (loss log 2) and the head still learns from the first step
+        classifier = self.model.get_classifier()
+        nn.init.zeros_(classifier.weight)
+        nn.init.zeros_(classifier.bias)
         self.variant = variant
         self.num_classes = num_classes
         self.num_features = self.model.num_features

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -439,3 +440,16 @@ def test_learns_to_see_opacities(name, lr, steps):
     with torch.no_grad():
         accuracy = ((model(x_test).squeeze(1) > 0).float() == y_test).float().mean().item()
     assert accuracy >= 0.85
+
+
+def test_mobilenet_starts_at_even_odds_and_its_head_learns():
+    """timm's fan-out init gave one-logit heads weights up to ±1 (logits of std ~6 at the start)."""
+    torch.manual_seed(0)
+    model = create_model("mobilenet")
+    x = torch.randn(4, 1, 64, 64)
+    assert torch.equal(model.eval()(x), torch.zeros(4, 1))
+    model.train()
+    loss = nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), torch.tensor([0.0, 1, 0, 1]))
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    loss.backward()
+    assert model.model.get_classifier().weight.grad.abs().sum() > 0
