@@ -22,7 +22,7 @@ RANK = {
     "reporting": 5,
     "cli": 6,
 }
-FREE = {"bench", "synth", "progress"}  # tools and helpers outside the layering
+FREE = {"bench", "synth", "progress", "files"}  # tools and helpers outside the layering
 
 
 def _layer(module: str) -> str | None:

@@ -12,12 +12,13 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from cxr.files import write_text_atomic as write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +102,6 @@ def metrics_json(metrics: Mapping) -> str:
     one class) written as ``null``."""
     plain = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
     return json.dumps(plain, indent=2, sort_keys=True, allow_nan=False)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_resume(ckpt: str, previous_config: Path, plain: DictConfig) -> None:

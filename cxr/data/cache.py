@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from cxr.data.fingerprint import fingerprint, unchanged
+from cxr.files import write_text_atomic
 from cxr.progress import progress
 
 log = logging.getLogger(__name__)
@@ -134,12 +135,7 @@ def _decode_all(jobs: list[tuple[Decoder, Path, int]], num_workers: int, desc: s
 
 def _write_meta(folder: Path, meta: dict) -> None:
     """Write meta.json atomically (temporary file, then rename)."""
-    tmp = folder / f"meta.{os.getpid()}.tmp.json"
-    try:
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, folder / "meta.json")
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(folder / "meta.json", json.dumps(meta))
 
 
 def _no_space(folder: Path, needed: int, free: int | None = None) -> CacheSpaceError:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cxr.files import write_text_atomic
 from cxr.inference.postprocess.boxes import BOX_SIZE_METHODS
 from cxr.inference.postprocess.ensemble import SCORE_MODES
 from cxr.inference.postprocess.wbf import ENSEMBLE_METHODS
@@ -116,10 +117,7 @@ class PostprocessSettings:
         settings = self
         if checkpoints is not None:
             settings = dataclasses.replace(self, checkpoints=checkpoint_records(checkpoints, path.parent))
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
 
     def mismatch(self, checkpoints: Sequence[str | Path], folder: str | Path) -> str | None:
         """Why these settings (read from a file in ``folder``) were not tuned on exactly

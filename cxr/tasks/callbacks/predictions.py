@@ -13,6 +13,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from cxr.files import write_text_atomic
+
 FILENAME = "test_predictions.csv"
 COLUMNS = ("index", "label", "probability")
 
@@ -40,6 +42,5 @@ class TestPredictions(pl.Callback):
         frame = pd.DataFrame({c: torch.cat(self._rows[c]).numpy() for c in COLUMNS})
         frame[["index", "label"]] = frame[["index", "label"]].astype(int)
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        tmp = self.dirpath / f".{FILENAME}.tmp"
-        frame.sort_values("index").to_csv(tmp, index=False, float_format="%.6g")
-        tmp.replace(self.dirpath / FILENAME)
+        text = frame.sort_values("index").to_csv(index=False, float_format="%.6g")
+        write_text_atomic(self.dirpath / FILENAME, text)
