@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from cxr.config.runs import job_status
     from cxr.reporting.reproduce.launch import launch, prepare_data
     from cxr.reporting.reproduce.outputs import write_outputs
-    from cxr.reporting.reproduce.plan import plan, sweep_commands
+    from cxr.reporting.reproduce.plan import ENCODER_WEIGHTS_ENV, plan, sweep_commands
     from cxr.reporting.reproduce.profiles import PROFILES
     from cxr.reporting.tables import TABLES, table_by_name
 
@@ -54,6 +55,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the sweeps and the jobs' status, run nothing"
     )
+    parser.add_argument(
+        "--encoder-weights",
+        type=Path,
+        default=os.environ.get(ENCODER_WEIGHTS_ENV) or None,
+        metavar="FILE",
+        help="local ImageNet weights (timm state dict, .pth/.pt/.safetensors) of the encoder the profile "
+        "runs, for the rows that start from them (the resolution table's 'ImageNet-pretrained encoder' "
+        f"row); default ${ENCODER_WEIGHTS_ENV}. Without it those rows are not run (a gap). Nothing is "
+        "downloaded. For every job: -- model.pretrained_path=FILE",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (after --)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -76,22 +87,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if args.data_note:
         command += f' DATA_NOTE="{args.data_note}"'
+    if args.encoder_weights:
+        command = f"{ENCODER_WEIGHTS_ENV}={args.encoder_weights} {command}"
 
     start = time.perf_counter()
 
     if not args.dry_run and not args.tables_only:
         prepare_data(profile, data_root, {t.task for t in tables})
-    jobs = plan(tables, profile, data_root, cache_dir, args.overrides)
+    try:
+        jobs = plan(tables, profile, data_root, cache_dir, args.overrides, args.encoder_weights)
+    except ValueError as err:
+        parser.error(str(err))
     for table in tables:
         table_jobs = [j for j in jobs if j.table == table.name]
-        status = [job_status(runs_dir / j.run_id) for j in table_jobs]
+        status = [job_status(runs_dir / j.run_id) for j in table_jobs if not j.skip]
         pending = len(status) - status.count("finished")
         commands = sweep_commands(table, table_jobs)
+        skipped = {j.row: j.skip for j in table_jobs if j.skip}
         print(
             f"[{table.name}] {len(table_jobs)} runs: {status.count('finished')} finished, "
-            f"{status.count('interrupted')} interrupted (resumed), {status.count('new')} new",
+            f"{status.count('interrupted')} interrupted (resumed), {status.count('new')} new"
+            + (f", {len(table_jobs) - len(status)} not run" if skipped else ""),
             flush=True,
         )
+        for row, reason in skipped.items():
+            print(f"  {row}: {reason}", flush=True)
         for overrides in commands:
             if args.dry_run:
                 print("  cxr-train -m " + " ".join(overrides))
@@ -107,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.dry_run:
         return
     written = write_outputs(tables, jobs, profile, out, data_root, command, cache_dir, args.data_note)
-    missing = sum(job_status(runs_dir / j.run_id) != "finished" for j in jobs)
+    missing = sum(bool(j.skip) or job_status(runs_dir / j.run_id) != "finished" for j in jobs)
     print(
         f"wrote {len(written)} files to {out} in {time.perf_counter() - start:.0f} s"
         + (f"; {missing} runs missing (gaps in the tables)" if missing else "")

@@ -48,6 +48,9 @@ class Row:
     label: str
     overrides: tuple[str, ...] = ()
     paper: tuple[float | None, ...] = ()
+    # True: the row starts from the encoder's ImageNet weights, a local file the user names
+    # (``cxr-reproduce --encoder-weights``); without it the row is not run (a gap), never run from scratch
+    pretrained_encoder: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,16 @@ def load_table(path: str | Path) -> Table:
             raise ValueError(
                 f"{path}: row {row['label']!r} has {len(paper)} paper numbers for {len(columns)} columns"
             )
-        rows.append(Row(str(row["label"]), tuple(row.get("overrides", ())), paper))
+        if unknown := sorted(set(row) - {"label", "overrides", "paper", "pretrained_encoder"}):
+            raise ValueError(f"{path}: row {row.get('label')!r} has unknown keys {unknown}")
+        rows.append(
+            Row(
+                str(row["label"]),
+                tuple(row.get("overrides", ())),
+                paper,
+                bool(row.get("pretrained_encoder", False)),
+            )
+        )
     return Table(
         name=path.stem,
         title=spec["title"],

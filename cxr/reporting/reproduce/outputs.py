@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cxr.config.runs import job_status
-from cxr.reporting.reproduce.plan import Job, data_dir
+from cxr.reporting.reproduce.plan import Job, data_dir, weights_note
 from cxr.reporting.reproduce.postprocess import SHRINK, postprocess_sweep
 from cxr.reporting.reproduce.profiles import Profile
 from cxr.reporting.tables import Table
@@ -46,7 +46,7 @@ def measure_throughput(jobs: Sequence[Job], table: Table, runs_dir: Path, batch:
     paths = ["cpu", "onnx"] + (["cuda"] if torch.cuda.is_available() else [])
     columns = {"cpu": "CPU img/s (eager)", "onnx": "CPU img/s (ONNX Runtime)", "cuda": "GPU img/s"}
     out: dict[str, dict] = {}
-    for job in {j.row: j for j in jobs}.values():
+    for job in {j.row: j for j in jobs if not j.skip}.values():
         cfg = None
         for path in paths:
             key = f"{job.run_id}/{path}"
@@ -103,7 +103,7 @@ def _quality_figure(table: Table, runs: dict, out: Path, data: Path, cache_dir: 
     from cxr.reporting.detection_plots import detection_grid
 
     for folders in runs.values():
-        for folder in folders:
+        for folder in filter(None, folders):
             ckpts = sorted((folder / "checkpoints").glob("epoch*.ckpt"))
             if (folder / "metrics.json").is_file() and ckpts:
                 title = f"{table.title}: {folder.name}, {ckpts[-1].stem}"
@@ -135,8 +135,9 @@ def write_outputs(
     runs_dir, written, sections = out / "runs", [], []
     for table in tables:
         table_jobs = [j for j in jobs if j.table == table.name]
-        runs = {
-            row.label: [runs_dir / j.run_id for j in table_jobs if j.row == row.label] for row in table.rows
+        runs = {  # a job not run (no run id) counts as a missing replicate: a gap, runs 0/N
+            row.label: [runs_dir / j.run_id if j.run_id else None for j in table_jobs if j.row == row.label]
+            for row in table.rows
         }
         extra = measure_throughput(table_jobs, table, runs_dir) if table.throughput else {}
         for job in table_jobs:  # the encoder that ran, where a profile swaps in a stand-in
@@ -146,7 +147,7 @@ def write_outputs(
             if encoder is not None:
                 extra.setdefault(job.row, {})["timm encoder"] = encoder
         numbers, shown = build_table(table, runs, extra)
-        text = caption(table, profile, data_root, command, data_note)
+        text = caption(table, profile, data_root, command, data_note) + weights_note(table, table_jobs)
         if table.throughput:
             text += (
                 " Throughput: inference, float32, batch 16, random input; eager PyTorch and the model "
@@ -188,7 +189,7 @@ def write_outputs(
                 "row": j.row,
                 "replicate": j.replicate,
                 "run_id": j.run_id,
-                "status": job_status(runs_dir / j.run_id),
+                "status": j.skip.partition(":")[0] if j.skip else job_status(runs_dir / j.run_id),
             }
             for j in jobs
         ]
