@@ -40,9 +40,11 @@ def ensemble_detections(
 
     All members' boxes are pooled and suppressed by :func:`torchvision.ops.nms` at ``nms_thresh``
     (a box goes when its IoU with a higher-scoring kept box is > ``nms_thresh``; 1.0 suppresses
-    nothing, since no IoU exceeds 1). For each kept box
-    and each member, the member's *match* is its highest-scoring box overlapping the kept one (IoU
-    > ``nms_thresh``, or the kept box itself).
+    nothing, since no IoU exceeds 1). Every pooled box belongs to one kept box: itself if kept, else
+    the highest-scoring kept box overlapping it (IoU > ``nms_thresh``: the one that suppressed it).
+    For each kept box and each member, the member's *match* is its highest-scoring box belonging to
+    the kept one, so a box counts for one kept box only (a box suppressed by a better one never
+    lifts the score of a weaker kept box it also overlaps).
 
     Scores: ``"max"`` keeps the kept box's own score (plain NMS over the pooled boxes); ``"mean"``
     averages the members' match scores, a member without a match counting 0, so a box that one fold
@@ -75,7 +77,11 @@ def ensemble_detections(
     keep = nms(boxes, scores, nms_thresh)
     overlap = box_iou(boxes[keep], boxes) > nms_thresh
     overlap[torch.arange(len(keep)), keep] = True
-    candidate = torch.where(overlap, scores[None, :], -torch.inf)  # (K, N)
+    # kept boxes come best first, so a box's first overlapping kept box is the one that suppressed it
+    cluster = overlap.to(torch.uint8).argmax(dim=0)  # (N,)
+    belongs = torch.zeros_like(overlap)
+    belongs[cluster, torch.arange(len(boxes))] = overlap.any(dim=0)
+    candidate = torch.where(belongs, scores[None, :], -torch.inf)  # (K, N)
     member_scores = torch.zeros(len(keep), n_members)
     member_boxes = torch.full((len(keep), n_members, 4), float("nan"))
     for m in range(n_members):

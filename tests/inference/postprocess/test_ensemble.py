@@ -40,6 +40,25 @@ def test_one_member_is_plain_torchvision_nms():
     )
 
 
+@pytest.mark.parametrize("nms_thresh", [0.0, 0.05, 0.3, 0.5, 1.0])
+def test_one_member_in_mean_mode_is_plain_nms_too(nms_thresh):
+    """A kept box's score is its own, never that of a better box it suppressed along with another."""
+    member = _raw(2, n=80)
+    keep = nms(member["boxes"], member["scores"], nms_thresh)
+    out = ensemble_detections([member], nms_thresh, score_mode="mean")
+    assert torch.equal(out["boxes"], member["boxes"][keep])
+    assert torch.equal(out["scores"], member["scores"][keep])
+
+
+def test_a_suppressed_box_counts_for_the_kept_box_that_suppressed_it_only():
+    a = {"boxes": [[0, 0, 10, 10]], "scores": [0.9]}
+    # b's first box overlaps a's (IoU 70/130) and b's weaker box (IoU 70/130), kept (IoU 40/160 with a's)
+    b = {"boxes": [[3, 0, 13, 10], [6, 0, 16, 10]], "scores": [0.8, 0.3]}
+    out = ensemble_detections([a, b], nms_thresh=0.5, score_mode="mean")
+    assert out["boxes"].tolist() == [[0, 0, 10, 10], [6, 0, 16, 10]]
+    assert torch.allclose(out["member_scores"], torch.tensor([[0.9, 0.8], [0.0, 0.3]]))
+
+
 def test_mean_mode_averages_member_scores_counting_missing_members_as_zero():
     a = {"boxes": [[0, 0, 10, 10]], "scores": [0.9]}
     b = {"boxes": [[1, 0, 11, 10], [50, 50, 60, 60]], "scores": [0.6, 0.8]}  # IoU with a's box 90/110
