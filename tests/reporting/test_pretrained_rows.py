@@ -154,3 +154,14 @@ def test_a_row_key_with_a_typo_is_one_error_naming_the_file(tmp_path):
     )
     with pytest.raises(ValueError, match=r"t\.yaml: row 'a' has unknown keys \['pretrained_encodr'\]"):
         load_table(bad)
+
+
+def test_smoke_runs_the_256_px_row_at_half_its_own_size(tmp_path):
+    """The paper halves 512 px; the smoke profile runs 96 px, so its 256 px row runs 48 px, not 256."""
+    sizes = {}
+    for job in plan([TABLE], SMOKE, tmp_path, None):
+        if job.replicate == "0":
+            sizes[job.row] = compose(job.overrides(TABLE.replicate_key)).datamodule.image_size
+    assert sizes == {SCRATCH: 96, SCRATCH_256: 48, PRETRAINED: 96}
+    paper = {j.row: j for j in plan([TABLE], PROFILES["paper"], tmp_path, None)}
+    assert compose(paper[SCRATCH_256].overrides(TABLE.replicate_key)).datamodule.image_size == 256

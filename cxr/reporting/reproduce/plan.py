@@ -58,6 +58,8 @@ def _substitute(override: str, profile: Profile) -> str:
     key, _, value = override.partition("=")
     if key == "model.encoder" and value in profile.encoders:
         return f"{key}={profile.encoders[value]}"
+    if key == "datamodule.image_size" and value.isdigit() and int(value) in profile.image_sizes:
+        return f"{key}={profile.image_sizes[int(value)]}"
     return override
 
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Profile:
     """How big the runs are. ``classification`` / ``detection``: overrides added to every job of
-    that task; ``encoders``: paper encoder -> the encoder this profile runs instead."""
+    that task; ``encoders``: paper encoder -> the encoder this profile runs instead; ``image_sizes``:
+    a row's ``datamodule.image_size`` -> the size this profile runs instead (so a row that halves the
+    paper's size still halves the profile's)."""
 
     name: str
     description: str
@@ -19,6 +21,7 @@ class Profile:
     seeds: tuple[int, ...]
     folds: tuple[int, ...]
     encoders: Mapping[str, str] = field(default_factory=dict)
+    image_sizes: Mapping[int, int] = field(default_factory=dict)
     synthetic: dict[str, int] | None = None
     tasks: tuple[str, ...] = ("classification", "detection")  # the tables it runs by default
 
@@ -29,10 +32,13 @@ PROFILES = {
         name="smoke",
         description="smoke profile: synthetic phantom data in the real layouts (320 Ped-ChestXray JPEGs, "
         "192 RSNA DICOMs at 256 px), CPU. Classification: 64 px, batch 8, 5 epochs, Adam 1e-3 (paper: "
-        "200 px, batch 10, 15 epochs, Adam 1e-4), seeds 0-1. Detection: 96 px, batch 8, the experiment's "
-        "12 epochs, Adam 1e-3 (paper: 1e-5), the tiny timm test_resnet encoder instead of SE-ResNeXt-101 "
+        "200 px, batch 10, 15 epochs, Adam 1e-4), seeds 0-1. Detection: 96 px (the paper's 512; its 256 px "
+        "rows run at 48 px), batch 8, the experiment's 12 epochs, Adam 1e-3 (paper: 1e-5), the tiny timm "
+        "test_resnet encoder instead of SE-ResNeXt-101 "
         "(tiny stand-ins in the encoder table, named there), FPN 64 channels, no P2 level, BatchNorm "
-        "trained (not frozen: the encoders start from random weights), torchvision's low-quality anchor "
+        "trained (not frozen: the encoders start from random weights; the profile has no ImageNet weights, "
+        "so a row that needs them runs only with --encoder-weights naming a test_resnet state dict), "
+        "torchvision's low-quality anchor "
         "matches; folds 0-1 of 4. The numbers check that the pipeline learns, not the papers",
         classification=(
             "trainer=cpu",
@@ -65,6 +71,7 @@ PROFILES = {
             "inception_resnet_v2": "test_efficientnet_gn",
             "pnasnet5large": "mobilenetv3_small_100",
         },
+        image_sizes={256: 48},  # the paper's 256 px = half its 512 px; the profile runs 96 px
         synthetic={"ped_cxr": 320, "rsna": 192, "rsna_size": 256},
     ),
     "cpu": Profile(
