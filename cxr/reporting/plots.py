@@ -11,8 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -99,29 +103,82 @@ def training_curves(
 
 
 def nms_curves(sweep: pd.DataFrame, path: str | Path, title: str) -> Path | None:
-    """Gabruseva et al.'s Fig. 8: RSNA mAP (best score threshold) against NMS threshold, one line per
-    setting, mean over folds with a ±1 std band. ``sweep``: columns fold, setting, nms_thresh,
-    score_thresh, rsna_map (:func:`cxr.reporting.reproduce.postprocess.postprocess_sweep`)."""
-    from matplotlib.figure import Figure
-
-    if sweep.empty:
+    """:func:`nms_figure` saved as a PNG at ``path``; None (and no file) for an empty sweep."""
+    fig = nms_figure(sweep, title)
+    if fig is None:
         log.warning("%s: empty NMS sweep, no figure", path)
         return None
-    best = sweep.groupby(["setting", "fold", "nms_thresh"], sort=False)["rsna_map"].max().reset_index()
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for i, (setting, group) in enumerate(best.groupby("setting", sort=False)):
-        stats = group.groupby("nms_thresh")["rsna_map"].agg(["mean", "std"])
-        x = stats.index.to_numpy()
-        ax.plot(x, stats["mean"], marker="o", ms=3, color=f"C{i}", label=setting)
-        if stats["std"].notna().any():
-            ax.fill_between(
-                x, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=f"C{i}", alpha=0.15, lw=0
-            )
-    ax.set(xlabel="NMS IoU threshold", ylabel="validation RSNA mAP (best score threshold)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def nms_figure(sweep: pd.DataFrame, title: str) -> Figure | None:
+    """Gabruseva et al.'s Fig. 8: RSNA mAP (best score threshold) against NMS threshold, mean over
+    folds. ``sweep``: columns fold, setting, nms_thresh, score_thresh, rsna_map, optionally epoch and
+    in_table (:func:`cxr.reporting.reproduce.postprocess.postprocess_sweep`).
+
+    With several epochs of one setting (the single model epoch by epoch): left, one line per epoch
+    (viridis, early dark to late yellow), as the paper's figure; right, the table's settings
+    (``in_table`` rows) with a ±1 std band over folds. Otherwise one panel with a line per setting.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    if sweep.empty:
+        return None
+    table = sweep[sweep["in_table"].astype(bool)] if "in_table" in sweep else sweep
+    by_epoch = pd.DataFrame()
+    if "epoch" in sweep:
+        counts = sweep.dropna(subset=["epoch"]).groupby("setting", sort=False)["epoch"].nunique()
+        if len(counts) and counts.max() > 1:
+            curves = sweep[sweep["setting"] == counts.idxmax()].dropna(subset=["epoch"])
+            folds = curves.groupby("epoch")["fold"].nunique()  # epochs scored on every fold only
+            curves = curves[curves["epoch"].isin(folds.index[folds == curves["fold"].nunique()])]
+            by_epoch = (
+                curves.groupby(["epoch", "fold", "nms_thresh"])["rsna_map"]
+                .max()  # best score threshold
+                .groupby(["epoch", "nms_thresh"])
+                .mean()  # over folds
+                .unstack("epoch")
+            )
+    fig = Figure(figsize=(13, 4.8) if not by_epoch.empty else (7.5, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2 if not by_epoch.empty else 1, squeeze=False)[0]
+    if not by_epoch.empty:
+        ax, epochs = axes[0], list(by_epoch.columns)
+        shades = colormaps["viridis"]([i / max(len(epochs) - 1, 1) for i in range(len(epochs))])
+        for epoch, colour in zip(epochs, shades, strict=True):
+            ax.plot(
+                by_epoch.index, by_epoch[epoch], marker="o", ms=3, color=colour, label=f"epoch {int(epoch)}"
+            )
+        folds = curves["fold"].nunique()
+        ax.set(
+            xlabel="NMS IoU threshold",
+            ylabel="validation RSNA mAP (best score threshold)",
+            title=f"{counts.idxmax()}, by epoch (0-based; mean of {folds} fold{'s' * (folds > 1)})",
+        )
+        ax.legend(fontsize="x-small", ncols=2 if len(epochs) > 8 else 1, loc="upper right")
+    ax = axes[-1]
+    best = table.groupby(["setting", "fold", "nms_thresh"], sort=False)["rsna_map"].max().reset_index()
+    for i, (setting, group) in enumerate(best.groupby("setting", sort=False)):
+        stats = group.groupby("nms_thresh")["rsna_map"].agg(["mean", "std"])
+        x = stats.index.to_numpy()
+        ax.plot(x, stats["mean"], marker="o", ms=3, color=f"C{i % 10}", label=setting)
+        if stats["std"].notna().any():
+            ax.fill_between(
+                x,
+                stats["mean"] - stats["std"],
+                stats["mean"] + stats["std"],
+                color=f"C{i % 10}",
+                alpha=0.15,
+                lw=0,
+            )
+    ax.set(xlabel="NMS IoU threshold", ylabel="validation RSNA mAP (best score threshold)")
+    ax.set_title("the post-processing table's settings" if not by_epoch.empty else title)
+    ax.legend(fontsize="x-small", loc="upper right")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if not by_epoch.empty:
+        fig.suptitle(title, fontsize="medium")
+    return fig

@@ -280,17 +280,23 @@ def write_table(
 
 def postprocess_table(sweep: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The post-processing table from an NMS sweep (columns ``fold``, ``setting``, ``nms_thresh``,
-    ``score_thresh``, ``rsna_map``): per setting the best mAP over the grid on each fold, then mean ±
+    ``score_thresh``, ``rsna_map``; with ``in_table``, only its True rows, and ``epoch``, the
+    checkpoint epoch of each fold): per setting the best mAP over the grid on each fold, then mean ±
     std over folds, with the NMS and score thresholds that most often won."""
+    if "in_table" in sweep:
+        sweep = sweep[sweep["in_table"].astype(bool)]
     numbers, shown = [], []
     for setting, group in sweep.groupby("setting", sort=False):
         best = group.loc[group.groupby("fold")["rsna_map"].idxmax()]
         mean, std = mean_std(best["rsna_map"].tolist())
         nms, score = best["nms_thresh"].mode().iloc[0], best["score_thresh"].mode().iloc[0]
+        per_fold = best.sort_values("fold")["epoch"] if "epoch" in best else pd.Series(dtype=float)
+        epochs = ", ".join(str(int(e)) for e in per_fold) if per_fold.notna().all() and len(per_fold) else "—"
         numbers.append(
             {
                 "setting": setting,
                 "folds": len(best),
+                "epoch per fold": epochs,
                 "best rsna_map mean": mean,
                 "best rsna_map std": std,
                 "nms_thresh": nms,
@@ -301,6 +307,7 @@ def postprocess_table(sweep: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             {
                 "setting": setting,
                 "folds": str(len(best)),
+                "epoch per fold": epochs,
                 "best mAP (RSNA)": format_value(mean, std, 4),
                 "NMS threshold": f"{nms:g}",
                 "score threshold": f"{score:g}",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cxr.config.runs import job_status
 from cxr.reporting.reproduce.plan import Job, data_dir, weights_note
-from cxr.reporting.reproduce.postprocess import SHRINK, postprocess_sweep
+from cxr.reporting.reproduce.postprocess import CHECKPOINT_ENSEMBLE, MONITOR, SHRINK, postprocess_sweep
 from cxr.reporting.reproduce.profiles import Profile
 from cxr.reporting.tables import Table
 
@@ -166,12 +166,23 @@ def write_outputs(
             numbers, shown = postprocess_table(sweep)
             text = (
                 f"**Gabruseva et al.: post-processing** of the augmentation table's models: validation RSNA "
-                f"mAP at the best NMS and score thresholds of each fold (chosen on that fold, so optimistic), "
-                f"mean ± std over folds; box shrink ×{SHRINK:g} about each box centre after NMS. The ensemble "
-                f"averages the models trained on the same folds with different augmentations (a fold "
-                f"ensemble cannot be scored on cross-validation folds: each image trained three of the four "
-                f"fold models); {profile.description}; data `{data_root}`{f' ({data_note})' if data_note else ''}. Paper: Fig. 8 only, no table. "
-                f"Made by `{command}`."
+                f"mAP at the best NMS IoU and score thresholds of each fold (chosen on that fold, so "
+                f"optimistic), mean ± std over folds. Each fold's checkpoint is chosen without this sweep: "
+                f"the epoch (0-based, per fold in the table) with the best logged `{MONITOR}` of that run, "
+                f"as Table 3's best epoch (also on the validation fold). Rows: the single model "
+                f"({single}) at that epoch; a checkpoint ensemble, its {CHECKPOINT_ENSEMBLE} best logged "
+                f"epochs; the ensemble of the models trained on the same fold with different augmentations, "
+                f"each at its best logged epoch (a fold ensemble cannot be scored on cross-validation "
+                f"folds: each image trained three of the four fold models). Ensembles pool the members' "
+                f"raw detections before one NMS and average their scores (a member without a match "
+                f"counts 0). Every row is scored as the per-epoch validation (the authors' scorer): the "
+                f"model's prefilter (score > 0.025), NMS, then each image's boxes under half its top score "
+                f"dropped, then the score threshold; at NMS IoU 0.05 (the authors') the single model's "
+                f"score is its logged `{MONITOR}`. Box shrink: ×{SHRINK:g} about each box centre after "
+                f"NMS. Fig. 8 (`gabruseva2020_fig8_nms.png`): the single model's every epoch; "
+                f"`gabruseva2020_nms_sweep.csv`: the whole sweep (`in_table` marks this table's rows). "
+                f"{profile.description}; data `{data_root}`{f' ({data_note})' if data_note else ''}. "
+                f"Paper: Fig. 8 only, no table. Made by `{command}`."
             )
             written += write_table(numbers, shown, text, out, "gabruseva2020_postprocess")
             sections.append((out / "gabruseva2020_postprocess.md").read_text())
