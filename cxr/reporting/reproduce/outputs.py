@@ -179,9 +179,9 @@ def write_outputs(
                 f"model's prefilter (score > 0.025), NMS, then each image's boxes under half its top score "
                 f"dropped, then the score threshold; at NMS IoU 0.05 (the authors') the single model's "
                 f"score is its logged `{MONITOR}`. Box shrink: ×{SHRINK:g} about each box centre after "
-                f"NMS. Fig. 8 (`gabruseva2020_fig8_nms.png`): the single model's every epoch; "
+                f"NMS. Fig. 8 (`gabruseva2020_fig8_nms.png`): every epoch of the single model; "
                 f"`gabruseva2020_nms_sweep.csv`: the whole sweep (`in_table` marks this table's rows). "
-                f"{profile.description}; data `{data_root}`{f' ({data_note})' if data_note else ''}. "
+                f"Runs: {profile.description}; data `{data_root}`{f' ({data_note})' if data_note else ''}. "
                 f"Paper: Fig. 8 only, no table. Made by `{command}`."
             )
             written += write_table(numbers, shown, text, out, "gabruseva2020_postprocess")
