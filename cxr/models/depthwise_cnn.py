@@ -60,6 +60,9 @@ class DepthwiseCNN(ConvPoolClassifier):
             bool per stage.
         pool: ``"after"`` (default, the literal swap) or ``"before"`` (see above).
         batch_norm: BatchNorm after every conv, standard and separable (see above).
+        mid_activation: the separable stages' form (:class:`DepthwiseSeparableConv`): ``True``
+            (MobileNet: BN and ReLU between the depthwise and pointwise convs) or ``False``
+            (Xception / Keras ``SeparableConv2D``: nothing between them).
         head: ``"flatten"`` (Keras ``Flatten``, inputs ``image_size`` square) or ``"avgpool"``
             (adaptive average pooling to ``pool_size``; any input size).
         image_size: input side the flatten head is sized for (the datamodule's ``image_size``).
@@ -78,6 +81,7 @@ class DepthwiseCNN(ConvPoolClassifier):
         separable: Sequence[bool] | str = "all",
         pool: str = "after",
         batch_norm: bool = True,
+        mid_activation: bool = True,
         head: str = "flatten",
         image_size: int = 200,
         pool_size: int = 1,
@@ -93,10 +97,15 @@ class DepthwiseCNN(ConvPoolClassifier):
                 return nn.Sequential(ConvBNReLU(in_chs, out_chs, batch_norm=batch_norm), nn.MaxPool2d(2))
             if pool == "after":
                 return nn.Sequential(
-                    DepthwiseSeparableConv(in_chs, out_chs, batch_norm=batch_norm), nn.MaxPool2d(2)
+                    DepthwiseSeparableConv(
+                        in_chs, out_chs, batch_norm=batch_norm, mid_activation=mid_activation
+                    ),
+                    nn.MaxPool2d(2),
                 )
             placement = "between" if index == 0 else "before"
-            return DepthwiseSeparableConv(in_chs, out_chs, pool=placement, batch_norm=batch_norm)
+            return DepthwiseSeparableConv(
+                in_chs, out_chs, pool=placement, batch_norm=batch_norm, mid_activation=mid_activation
+            )
 
         super().__init__(
             in_chans,
@@ -111,3 +120,4 @@ class DepthwiseCNN(ConvPoolClassifier):
         )
         self.separable = flags
         self.pool_placement = pool
+        self.mid_activation = mid_activation

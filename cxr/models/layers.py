@@ -33,13 +33,24 @@ class ConvBNReLU(nn.Sequential):
 
 
 class DepthwiseSeparableConv(nn.Sequential):
-    """MobileNet-v1 separable convolution: depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU, optionally with a 2x2 max-pool.
+    """Depthwise 3x3 conv followed by a pointwise 1x1 conv, optionally with a 2x2 max-pool.
+
+    Two forms of the same factorisation:
+
+    - ``mid_activation=True`` (default, MobileNet v1): depthwise 3x3 -> BN -> ReLU -> pointwise
+      1x1 -> BN -> ReLU.
+    - ``mid_activation=False`` (Xception, Keras ``SeparableConv2D``): depthwise 3x3 -> pointwise
+      1x1 -> BN -> ReLU, with nothing between the halves. On a 1-channel input the MobileNet form
+      squeezes the image through a single ReLU unit, which can leave a BN-free network almost blind
+      to its input; the linear form cannot lose the filtered image that way.
 
     Maps float32 (B, in_chs, H, W) -> (B, out_chs, H, W) with ``pool=None``, or
     (B, out_chs, H // 2, W // 2) when the block pools. The depthwise half sees 3x3 neighbourhoods
     per channel, the pointwise half mixes channels per pixel, so a standard 3x3 conv costing
     ``9*in_chs*out_chs`` multiply-adds per pixel becomes ``9*in_chs + in_chs*out_chs``. Without
-    BN (``batch_norm=False``) each conv carries a bias instead.
+    BN (``batch_norm=False``) each conv that a BN would follow carries a bias instead, initialised
+    to zero: PyTorch's default bias init draws from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which for
+    a pointwise conv fed by one channel is U(-1, 1) and swamps the filtered image.
 
     Where the pool goes decides what runs at full resolution:
 
@@ -54,20 +65,33 @@ class DepthwiseSeparableConv(nn.Sequential):
 
     POOLS = (None, "before", "between")
 
-    def __init__(self, in_chs: int, out_chs: int, pool: str | None = None, batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        pool: str | None = None,
+        batch_norm: bool = True,
+        mid_activation: bool = True,
+    ) -> None:
         if pool not in self.POOLS:
             raise ValueError(f"pool must be one of {self.POOLS}, got {pool!r}")
         # the module order (and so the state-dict keys) with BN is the one older checkpoints hold
         layers: list[nn.Module] = [nn.MaxPool2d(2)] if pool == "before" else []
-        layers.append(nn.Conv2d(in_chs, in_chs, 3, padding=1, groups=in_chs, bias=not batch_norm))
-        layers += [nn.BatchNorm2d(in_chs)] if batch_norm else []
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(
+            nn.Conv2d(in_chs, in_chs, 3, padding=1, groups=in_chs, bias=mid_activation and not batch_norm)
+        )
+        if mid_activation:
+            layers += [nn.BatchNorm2d(in_chs)] if batch_norm else []
+            layers.append(nn.ReLU(inplace=True))
         if pool == "between":
             layers.append(nn.MaxPool2d(2))
         layers.append(nn.Conv2d(in_chs, out_chs, 1, bias=not batch_norm))
         layers += [nn.BatchNorm2d(out_chs)] if batch_norm else []
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+        for layer in self:
+            if isinstance(layer, nn.Conv2d) and layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 class ConvPoolClassifier(nn.Module):
