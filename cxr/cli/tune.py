@@ -90,30 +90,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``cxr-tune``: exits with a one-line error on bad arguments, checkpoints or data."""
     args = build_parser().parse_args(argv)
     setup_logging()
-    from cxr.inference.members import load_members
     from cxr.inference.postprocess import PostprocessSettings
     from cxr.inference.tune import tune_thresholds
 
     checkpoints = expand(args.ckpt, suffix=".ckpt")
     loading = {"batch_size": args.batch_size, "num_workers": args.num_workers, "cache_dir": args.cache_dir}
-    options = {k: v for k, v in loading.items() if v is not None}
-    with exit_on_error(PROG):
-        if load_members(checkpoints[:1])[0].task == "detection":
-            options.update(
-                nms_thresholds=tuple(args.nms),
-                score_thresholds=tuple(args.scores),
-                settings=PostprocessSettings(
-                    "detection",
-                    ensemble=args.ensemble,
-                    score_mode=args.score_mode,
-                    box_size=args.box_size,
-                    shrink=args.shrink,
-                    percentile_scale=args.scale,
-                ),
-            )
-        elif args.target_recall is not None:
-            options["target_recall"] = args.target_recall
-        tune_thresholds(checkpoints, args.data_dir, args.out, args.device, **options)
+    with exit_on_error(PROG):  # PostprocessSettings checks its values
+        detection = {
+            "nms_thresholds": tuple(args.nms),
+            "score_thresholds": tuple(args.scores),
+            "settings": PostprocessSettings(
+                "detection",
+                ensemble=args.ensemble,
+                score_mode=args.score_mode,
+                box_size=args.box_size,
+                shrink=args.shrink,
+                percentile_scale=args.scale,
+            ),
+        }
+        classification = {} if args.target_recall is None else {"target_recall": args.target_recall}
+        tune_thresholds(
+            checkpoints,
+            args.data_dir,
+            args.out,
+            args.device,
+            detection=detection,
+            classification=classification,
+            **{k: v for k, v in loading.items() if v is not None},
+        )
 
 
 if __name__ == "__main__":

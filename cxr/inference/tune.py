@@ -238,20 +238,23 @@ def tune_thresholds(
     data_dir: str | Path,
     out: str | Path | None = None,
     device: str = "auto",
-    **options,
+    detection: dict | None = None,
+    classification: dict | None = None,
+    **loading,
 ) -> PostprocessSettings:
     """Python API of ``cxr-tune``: returns the settings written to ``out/postprocess.json``.
 
-    ``options``: ``nms_thresholds``, ``score_thresholds``, ``settings`` (detection),
-    ``target_recall`` (classification), and datamodule overrides (``batch_size``, ``num_workers``, ...).
+    The checkpoints' task picks the options that apply, so a caller need not load them first:
+    ``detection`` (``nms_thresholds``, ``score_thresholds``, ``settings``) or ``classification``
+    (``target_recall``). ``loading``: datamodule overrides (``batch_size``, ``num_workers``, ...).
     """
     members = load_members(checkpoints, resolve_device(device))
     out = Path(out) if out is not None else settings_folder(checkpoints)
     out.mkdir(parents=True, exist_ok=True)
     if members[0].task == "detection":
-        settings = tune_detection(members, data_dir, out, **options)
+        settings = tune_detection(members, data_dir, out, **(detection or {}), **loading)
     else:
-        settings = tune_classification(members, data_dir, **options)
+        settings = tune_classification(members, data_dir, **(classification or {}), **loading)
     path = settings.save(out, checkpoints=[m.path for m in members])
     log.info(
         "post-processing written to %s: %s",
