@@ -3,14 +3,20 @@ the post-processing table and NMS figure, inference throughput, the runs index a
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from cxr.config.runs import job_status
 from cxr.reporting.reproduce.plan import Job, data_dir, weights_note
-from cxr.reporting.reproduce.postprocess import CHECKPOINT_ENSEMBLE, MONITOR, SHRINK, postprocess_sweep
+from cxr.reporting.reproduce.postprocess import (
+    CHECKPOINT_ENSEMBLE,
+    MONITOR,
+    SHRINK,
+    best_epochs,
+    kept_checkpoints,
+    postprocess_sweep,
+)
 from cxr.reporting.reproduce.profiles import Profile
 from cxr.reporting.tables import Table
 
@@ -30,10 +36,16 @@ def _onnx_runtime_model(model, example, folder: Path):
     return OnnxClassifier(path, threads=torch.get_num_threads())
 
 
-def measure_throughput(jobs: Sequence[Job], table: Table, runs_dir: Path, batch: int = 16) -> dict[str, dict]:
+def measure_throughput(
+    jobs: Sequence[Job], table: Table, cache: dict[str, float], batch: int = 16
+) -> dict[str, dict]:
     """Inference images/s of each row's model (eval mode, float32, batch ``batch``, random input): eager
-    PyTorch on the CPU and, where there is one, the GPU, and the exported model on ONNX Runtime (CPU);
-    measured once per run id and kept in ``throughput.json``."""
+    PyTorch on the CPU and, where there is one, the GPU, and the exported model on ONNX Runtime (CPU).
+
+    Measured afresh each time the tables are written, every row in the same pass, so that the rows of
+    a table are compared under the same load (a cache kept across calls mixed rows trained, and
+    measured, hours apart). ``cache`` (``"<run id>/<path>" -> images/s``) lives for one call of
+    :func:`write_outputs`, where tables share runs."""
     import tempfile
 
     import torch
@@ -41,8 +53,6 @@ def measure_throughput(jobs: Sequence[Job], table: Table, runs_dir: Path, batch:
 
     from cxr.config.compose import compose
 
-    cache_file = runs_dir / "throughput.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     paths = ["cpu", "onnx"] + (["cuda"] if torch.cuda.is_available() else [])
     columns = {"cpu": "CPU img/s (eager)", "onnx": "CPU img/s (ONNX Runtime)", "cuda": "GPU img/s"}
     out: dict[str, dict] = {}
@@ -66,7 +76,6 @@ def measure_throughput(jobs: Sequence[Job], table: Table, runs_dir: Path, batch:
                     cache[key] = batch / timer.blocked_autorange(min_run_time=1.0).median
             out.setdefault(job.row, {})[columns[path]] = cache[key]
         out[job.row].setdefault(columns["cuda"], "n/a (no GPU)")
-    cache_file.write_text(json.dumps(cache, indent=2, sort_keys=True))
     return out
 
 
@@ -104,13 +113,12 @@ def _quality_figure(table: Table, runs: dict, out: Path, data: Path, cache_dir: 
 
     for folders in runs.values():
         for folder in filter(None, folders):
-            ckpts = sorted((folder / "checkpoints").glob("epoch*.ckpt"))
+            ckpts = kept_checkpoints(folder)
             if (folder / "metrics.json").is_file() and ckpts:
-                title = f"{table.title}: {folder.name}, {ckpts[-1].stem}"
+                ckpt = ckpts[best_epochs(folder)[0]]  # the epoch the tables report
+                title = f"{table.title}: {folder.name}, {ckpt.stem} (best val/rsna_map)"
                 return [
-                    detection_grid(
-                        ckpts[-1], data, out / f"{table.name}_grid.png", title, cache_dir=cache_dir
-                    )
+                    detection_grid(ckpt, data, out / f"{table.name}_grid.png", title, cache_dir=cache_dir)
                 ]
     return []
 
@@ -133,13 +141,14 @@ def write_outputs(
     from cxr.reporting.tables import build_table, postprocess_table, write_table
 
     runs_dir, written, sections = out / "runs", [], []
+    throughput: dict[str, float] = {}
     for table in tables:
         table_jobs = [j for j in jobs if j.table == table.name]
         runs = {  # a job not run (no run id) counts as a missing replicate: a gap, runs 0/N
             row.label: [runs_dir / j.run_id if j.run_id else None for j in table_jobs if j.row == row.label]
             for row in table.rows
         }
-        extra = measure_throughput(table_jobs, table, runs_dir) if table.throughput else {}
+        extra = measure_throughput(table_jobs, table, throughput) if table.throughput else {}
         for job in table_jobs:  # the encoder that ran, where a profile swaps in a stand-in
             encoder = next(
                 (o.partition("=")[2] for o in job.row_overrides if o.startswith("model.encoder=")), None
