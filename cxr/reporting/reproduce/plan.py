@@ -11,7 +11,6 @@ the row's jobs are planned but not run (:attr:`Job.skip` says why), and the tabl
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,17 +168,11 @@ def plan(
     return jobs
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_note(table: Table, jobs: Sequence[Job]) -> str:
     """Caption sentences for ``table``'s pretrained-encoder rows: the weight file each ran from (path
     and SHA-256, as the run id holds only the path), or why it was not run and how to run it."""
+    from cxr.inference.postprocess.settings import file_sha256
+
     notes = []
     for row in (r for r in table.rows if r.pretrained_encoder):
         row_jobs = [j for j in jobs if j.table == table.name and j.row == row.label]
@@ -189,7 +182,7 @@ def weights_note(table: Table, jobs: Sequence[Job]) -> str:
             notes.append(f"Row “{row.label}”: {row_jobs[0].skip}.")
             continue
         path = str(_value(row_jobs[0].overrides(table.replicate_key), _PRETRAINED))
-        digest = sha256(path)[:16] if Path(path).is_file() else "file gone"
+        digest = file_sha256(path)[:16] if Path(path).is_file() else "file gone"
         notes.append(f"Row “{row.label}”: encoder weights `{path}` (SHA-256 {digest}…).")
     return (" " + " ".join(notes)) if notes else ""
 

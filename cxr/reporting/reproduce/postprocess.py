@@ -65,7 +65,9 @@ def best_epochs(run_dir: Path, k: int = 1, monitor: str = MONITOR) -> list[int]:
 
 
 def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "-"
+    from cxr.inference.postprocess.settings import file_sha256
+
+    return file_sha256(path)[:16] if path.is_file() else "-"
 
 
 def _score_grid(hparams: dict) -> tuple[float, ...]:
@@ -141,20 +143,18 @@ def postprocess_sweep(
 
     if epoch_step < 1 or top_k < 1:
         raise ValueError(f"epoch_step and top_k must be >= 1, got {epoch_step} and {top_k}")
-    done = [
-        j
-        for j in jobs
-        if (runs_dir / j.run_id / "metrics.json").is_file() and kept_checkpoints(runs_dir / j.run_id)
-    ]
+    finished = [j for j in jobs if (runs_dir / j.run_id / "metrics.json").is_file()]
+    ckpts = {j.run_id: kept_checkpoints(runs_dir / j.run_id) for j in finished}  # epoch -> path
+    done = [j for j in finished if ckpts[j.run_id]]
     single = [j for j in done if j.row == single_row]
     if not single:
         return pd.DataFrame(columns=COLUMNS)
     ranked = {j.run_id: best_epochs(runs_dir / j.run_id, top_k) for j in done}
     wanted = {j.run_id: {ranked[j.run_id][0]} for j in done}
     for j in single:
-        kept = list(kept_checkpoints(runs_dir / j.run_id))
+        kept = list(ckpts[j.run_id])
         wanted[j.run_id] |= {*kept[::epoch_step], kept[-1], *ranked[j.run_id]}
-    hparams = read_checkpoint(kept_checkpoints(runs_dir / single[0].run_id)[ranked[single[0].run_id][0]])
+    hparams = read_checkpoint(ckpts[single[0].run_id][ranked[single[0].run_id][0]])
     hparams = hparams.get("hyper_parameters") or {}
     relative, scores = float(hparams.get("relative_score_thresh", 0.0)), _score_grid(hparams)
     identity = [
@@ -174,7 +174,7 @@ def postprocess_sweep(
     detections, targets = {}, {}  # (run id, epoch) -> {patientId: detections}
     for j in done:  # one run at a time: a run's checkpoints share a datamodule, and memory stays small
         epochs = sorted(wanted[j.run_id])
-        paths = kept_checkpoints(runs_dir / j.run_id)
+        paths = ckpts[j.run_id]
         # a progress bar per checkpoint would drown the summary
         with contextlib.redirect_stderr(io.StringIO()):
             preds, truth = detection_predictions(
