@@ -18,7 +18,7 @@ from cxr.reporting.reproduce.postprocess import (
     postprocess_sweep,
 )
 from cxr.reporting.tables import postprocess_table
-from cxr.tasks.checkpoint_format import FORMAT_VERSION
+from tests.inference.test_predict import save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*LeafSpec")
 
@@ -45,21 +45,15 @@ def _run(runs_dir, run_id, logged, checkpoints=True):
             path.write_bytes(b"")
             continue
         torch.manual_seed(epoch + 100 * len(run_id))
-        model = create_model("retinanet", **DETECTOR)
-        torch.save(
-            {
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "epoch": epoch,
-                "hyper_parameters": HPARAMS,
-                "cxr": {
-                    "format_version": FORMAT_VERSION,
-                    "model_name": "retinanet",
-                    "model_kwargs": {**DETECTOR, "score_thresh": 0.05, "nms_thresh": 0.05},
-                    "datamodule": {"image_size": 64, "batch_size": 8, "fold": 0},
-                    "task": "DetectionTask",
-                },
-            },
+        save_checkpoint(
             path,
+            create_model("retinanet", **DETECTOR),
+            "retinanet",
+            {**DETECTOR, "score_thresh": 0.05, "nms_thresh": 0.05},
+            {"image_size": 64, "batch_size": 8, "fold": 0},
+            "DetectionTask",
+            hparams=HPARAMS,
+            epoch=epoch,
         )
     return run
 
