@@ -21,9 +21,10 @@ from cxr.data.resumable import EpochSampler, ResumableLoader, split_key
 from cxr.tasks.callbacks.resume import rng_states, set_rng_states
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-# cxr-train with an extra callback that kills the process (no cleanup, like SIGKILL) at a given step
-CRASHING_CLI = """
-import os, sys
+# cxr-train with extra callbacks that stop the process at a given step: Crash kills it (no cleanup,
+# like SIGKILL), Term sends it SIGTERM (as a scheduler does)
+STOPPING_CLI = """
+import os, signal, sys
 import pytorch_lightning as pl
 
 class Crash(pl.Callback):
@@ -33,6 +34,14 @@ class Crash(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.at_step:
             os._exit(3)
+
+class Term(pl.Callback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 from cxr.cli.train import main
 sys.argv = ["cxr-train", *sys.argv[1:]]
@@ -193,7 +202,7 @@ def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_ru
             "+callbacks.crash.at_step=9",
         ],
         tmp_path,
-        script=CRASHING_CLI,
+        script=STOPPING_CLI,
     )
     assert killed.returncode == 3, killed.stderr[-3000:]
     assert not (folder / "metrics.json").exists()
@@ -227,25 +236,6 @@ def test_killed_mid_epoch_then_rerun_in_its_folder_ends_like_an_uninterrupted_ru
     )
 
 
-# cxr-train with an extra callback that sends the process SIGTERM (as a scheduler does) at a given step
-SIGTERM_CLI = """
-import os, signal, sys
-import pytorch_lightning as pl
-
-class Term(pl.Callback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.at_step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-from cxr.cli.train import main
-sys.argv = ["cxr-train", *sys.argv[1:]]
-main()
-"""
-
-
 @pytest.mark.slow
 def test_sigterm_saves_the_resume_point_exits_143_and_the_resumed_epoch_is_marked_partial(
     ped_cxr_dir: Path, tmp_path: Path
@@ -262,7 +252,7 @@ def test_sigterm_saves_the_resume_point_exits_143_and_the_resumed_epoch_is_marke
             "+callbacks.term.at_step=9",
         ],
         tmp_path,
-        script=SIGTERM_CLI,
+        script=STOPPING_CLI,
     )
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "stopped by SIGTERM after saving the resume point" in stopped.stdout + stopped.stderr
